@@ -1,0 +1,341 @@
+"""The embedded broker: RabbitMQ's queue semantics on a SQLite file shared by processes.
+
+``sqlite:///path.db`` stores everything in one WAL-mode file that any number of processes
+on the host open at once; ``memory://`` runs the same engine on a private in-memory
+database. This class only adapts the Broker interface onto the modules beside it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
+
+from conveyor.brokers.base import Broker, Capability
+from conveyor.brokers.embedded import queues, topology, wakeup
+from conveyor.brokers.embedded.db import Database, Durability
+from conveyor.brokers.embedded.queues import Changes, now_ms
+from conveyor.brokers.embedded.topology import Topology
+from conveyor.brokers.types import (
+    Binding,
+    Delivery,
+    ExchangeSpec,
+    QueueSpec,
+    QueueStats,
+)
+from conveyor.brokers.types import seconds as as_seconds
+from conveyor.errors import BrokerUnavailable, ConfigError, LeaseLost
+from conveyor.message import Message
+from conveyor.settings import BrokerURL, options_from_query
+
+T = TypeVar("T")
+
+MAX_RECEIVE_BATCH = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedOptions:
+    """Options in the broker URL's query string.
+
+    Args:
+        durability: "fsync" survives power loss, "normal" survives any process crash,
+            "memory" leaves writing to the OS.
+        lock_timeout: seconds to wait for another process's write lock before DatabaseLocked.
+        max_message_size: bytes of body plus headers; larger messages raise MessageTooLarge.
+        poll_interval: longest a waiting receiver sleeps without a wake-up before it looks.
+    """
+
+    durability: Durability = Durability.NORMAL
+    lock_timeout: float = 10.0
+    max_message_size: int = 1024 * 1024
+    poll_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        as_seconds(self.lock_timeout, "lock_timeout")
+        as_seconds(self.poll_interval, "poll_interval", positive=True)
+        if self.max_message_size < 1:
+            raise ConfigError(f"max_message_size must be >= 1, not {self.max_message_size}")
+
+
+_QUEUE_CAPABILITIES = frozenset(
+    {
+        Capability.QUEUES,
+        Capability.EXCHANGES,
+        Capability.PRIORITIES,
+        Capability.DELAYS,
+        Capability.TTL,
+        Capability.MAX_LENGTH,
+        Capability.DEAD_LETTER,
+        Capability.LEASES,
+    }
+)
+
+
+class EmbeddedBroker(Broker):
+    scheme = "sqlite"
+    capabilities = _QUEUE_CAPABILITIES
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        parsed = BrokerURL.parse(url)
+        self.options = options_from_query(EmbeddedOptions, parsed.query)
+        self.path = self._path(parsed)
+        self._db: Database | None = None
+        self._topology: Topology | None = None
+        self._notifier = wakeup.Notifier()
+        self._last_sweep_ms = 0
+
+    def _path(self, url: BrokerURL) -> str | None:
+        if url.netloc or not url.path.lstrip("/"):
+            raise ConfigError(
+                f"{self.url!r} names no file: use sqlite:///relative/path.db or "
+                "sqlite:////absolute/path.db"
+            )
+        return url.path[1:]
+
+    async def connect(self) -> None:
+        if self._db is None:
+            self._db = Database(
+                self.path,
+                durability=self.options.durability,
+                lock_timeout=self.options.lock_timeout,
+            )
+
+    async def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._notifier.close()
+        self._notifier = wakeup.Notifier()
+
+    async def ping(self) -> None:
+        await self._read(lambda connection, topology: None)
+
+    # transactions
+
+    def _database(self) -> Database:
+        if self._db is None:
+            raise BrokerUnavailable(f"the broker for {self.url} is not connected; call connect()")
+        return self._db
+
+    def _current(self, connection: sqlite3.Connection) -> Topology:
+        self._topology = topology.current(connection, self._topology)
+        return self._topology
+
+    async def _read(self, work: Callable[[sqlite3.Connection, Topology], T]) -> T:
+        return await self._database().read(lambda c: work(c, self._current(c)))
+
+    async def _write(self, work: Callable[[sqlite3.Connection, Topology, Changes], T]) -> T:
+        """Run ``work`` in a write transaction, then wake receivers of the queues it fed."""
+        gone = set(self._notifier.gone)
+
+        def transaction(connection: sqlite3.Connection) -> tuple[T, list[str]]:
+            if gone:
+                wakeup.unregister(connection, gone)
+            changes = Changes()
+            result = work(connection, self._current(connection), changes)
+            return result, wakeup.waiting_on(connection, changes.woken_queue_ids)
+
+        result, waiters = await self._database().write(transaction)
+        self._notifier.gone -= gone
+        if waiters:
+            self._notifier.notify(waiters)
+        return result
+
+    # topology
+
+    async def declare_queue(self, spec: QueueSpec) -> None:
+        await self._write(lambda c, t, _: topology.declare_queue(c, spec, now_ms()))
+
+    async def delete_queue(self, name: str) -> int:
+        return await self._write(lambda c, t, _: topology.delete_queue(c, t.queue(name)))
+
+    async def purge_queue(self, name: str) -> int:
+        return await self._write(lambda c, t, _: queues.purge(c, t.queue(name), now_ms()))
+
+    async def list_queues(self) -> list[QueueSpec]:
+        def listing(connection: sqlite3.Connection, topology: Topology) -> list[QueueSpec]:
+            return [queue.spec for _, queue in sorted(topology.queues.items())]
+
+        return await self._read(listing)
+
+    async def queue_stats(self, name: str) -> QueueStats:
+        return await self._read(lambda c, t: queues.stats(c, t.queue(name), now_ms()))
+
+    async def declare_exchange(self, spec: ExchangeSpec) -> None:
+        await self._write(lambda c, t, _: topology.declare_exchange(c, spec))
+
+    async def delete_exchange(self, name: str) -> None:
+        await self._write(lambda c, t, _: topology.delete_exchange(c, name))
+
+    async def bind(self, binding: Binding) -> None:
+        await self._write(lambda c, t, _: topology.bind(c, t, binding))
+
+    async def unbind(self, binding: Binding) -> None:
+        await self._write(lambda c, t, _: topology.unbind(c, t, binding))
+
+    # publishing
+
+    async def publish_batch(
+        self,
+        messages: Sequence[Message],
+        *,
+        exchange: str = "",
+        mandatory: bool = False,
+        delay: float = 0.0,
+    ) -> list[int]:
+        delay_ms = int((as_seconds(delay, "delay") or 0.0) * 1000)
+        limit = self.options.max_message_size
+        batch = [queues.prepare(message, limit) for message in messages]
+        if not batch:
+            return []
+
+        def work(connection: sqlite3.Connection, topology: Topology, changes: Changes) -> list[int]:
+            now = now_ms()
+            return queues.store(
+                connection,
+                topology,
+                batch,
+                exchange=exchange,
+                mandatory=mandatory,
+                available_at_ms=now + delay_ms,
+                now_ms=now,
+                changes=changes,
+            )
+
+        return await self._write(work)
+
+    # consuming
+
+    async def receive(
+        self,
+        queue: str,
+        *,
+        max_messages: int = 1,
+        lease_timeout: float | None = None,
+        wait: float = 0.0,
+    ) -> list[Delivery]:
+        if not 1 <= max_messages <= MAX_RECEIVE_BATCH:
+            raise ConfigError(f"max_messages must be 1-{MAX_RECEIVE_BATCH}, not {max_messages}")
+        lease = as_seconds(lease_timeout, "lease_timeout", positive=True)
+        deadline = time.monotonic() + (as_seconds(wait, "wait") or 0.0)
+        lease_args = (queue, max_messages, lease)
+        deliveries, _ = await self._write(partial(self._lease, *lease_args, None))
+        if deliveries or deadline <= time.monotonic():
+            return deliveries
+        signal = wakeup.WakeSignal()
+        registered = False
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                address = signal.address if remaining > 0 else None
+                deliveries, next_ms = await self._write(partial(self._lease, *lease_args, address))
+                registered = address is not None and not deliveries
+                if not registered:
+                    return deliveries
+                pause = min(remaining, self.options.poll_interval)
+                if next_ms is not None:
+                    pause = min(pause, max(next_ms / 1000 - time.time(), 0.0))
+                await signal.wait(pause)
+        finally:
+            signal.close()
+            if registered:
+                self._notifier.gone.add(signal.address)
+
+    def _lease(
+        self,
+        name: str,
+        max_messages: int,
+        lease_timeout: float | None,
+        waiter: str | None,
+        connection: sqlite3.Connection,
+        topology: Topology,
+        changes: Changes,
+    ) -> tuple[list[Delivery], int | None]:
+        """Lease messages; when there are none, record ``waiter`` to be woken."""
+        now = now_ms()
+        self._sweep_unused_queues(connection, topology, now)
+        queue = topology.queue(name)
+        lease_ms = int((lease_timeout or queue.spec.lease_timeout) * 1000)
+        deliveries = queues.lease(
+            connection,
+            topology,
+            queue,
+            max_messages=max_messages,
+            lease_until_ms=now + lease_ms,
+            token=secrets.token_hex(8),
+            now_ms=now,
+            changes=changes,
+        )
+        if waiter is None:
+            return deliveries, None
+        if deliveries:
+            wakeup.unregister(connection, [waiter])
+            return deliveries, None
+        wakeup.register(connection, waiter, queue.id)
+        return deliveries, queues.next_available_ms(connection, queue)
+
+    def _sweep_unused_queues(
+        self, connection: sqlite3.Connection, topology_now: Topology, now: int
+    ) -> None:
+        """Delete queues unused past their ``expires`` (checked at most once a second)."""
+        if now - self._last_sweep_ms < 1000:
+            return
+        self._last_sweep_ms = now
+        expired = connection.execute(
+            "SELECT name FROM queues WHERE expires_ms IS NOT NULL"
+            " AND last_used_ms + expires_ms <= ?"
+            " AND id NOT IN (SELECT queue_id FROM waiters)",
+            (now,),
+        ).fetchall()
+        for (name,) in expired:
+            topology.delete_queue(connection, topology_now.queue(name))
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        lost = await self._write(lambda c, t, _: queues.ack(c, deliveries, now_ms()))
+        if lost:
+            first = next(d for d in deliveries if d.tag == lost[0])
+            raise LeaseLost(first.queue, first.message.id)
+
+    async def nack(self, delivery: Delivery, *, requeue: bool = True, delay: float = 0.0) -> None:
+        delay_ms = int((as_seconds(delay, "delay") or 0.0) * 1000)
+
+        def work(connection: sqlite3.Connection, topology: Topology, changes: Changes) -> bool:
+            now = now_ms()
+            queue = topology.queue(delivery.queue)
+            if not requeue:
+                return queues.reject(connection, topology, queue, delivery, now, changes)
+            changes.woken_queue_ids.add(queue.id)
+            return queues.requeue(connection, delivery, now + delay_ms if delay_ms else None, now)
+
+        if not await self._write(work):
+            raise LeaseLost(delivery.queue, delivery.message.id)
+
+    async def extend_lease(self, delivery: Delivery, seconds: float) -> Delivery:
+        extra_ms = int((as_seconds(seconds, "seconds", positive=True) or 0.0) * 1000)
+
+        def work(connection: sqlite3.Connection, topology: Topology, changes: Changes) -> int:
+            now = now_ms()
+            return now + extra_ms if queues.extend(connection, delivery, now + extra_ms, now) else 0
+
+        until_ms = await self._write(work)
+        if not until_ms:
+            raise LeaseLost(delivery.queue, delivery.message.id)
+        return delivery.with_deadline(until_ms / 1000)
+
+
+class MemoryBroker(EmbeddedBroker):
+    """The embedded engine on a private in-memory database: for tests and throwaway work."""
+
+    scheme = "memory"
+
+    def _path(self, url: BrokerURL) -> str | None:
+        if url.netloc or url.path.strip("/"):
+            raise ConfigError(f"{self.url!r}: memory:// takes no path")
+        return None

@@ -1,0 +1,213 @@
+"""Opening, validating and migrating the SQLite file, and running transactions on it.
+
+Transactions are short synchronous functions run on the caller's event loop: SQLite work
+takes microseconds, and a thread hop per operation would cost more than the work. Waiting
+for another process's write lock happens in ``asyncio.sleep`` between attempts, never
+inside SQLite, so a busy file does not stall the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
+
+from conveyor.brokers.embedded.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from conveyor.errors import (
+    ConfigError,
+    DatabaseError,
+    DatabaseLocked,
+    NotAConveyorDatabase,
+    SchemaTooNew,
+)
+
+T = TypeVar("T")
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+class Durability(StrEnum):
+    """What a confirmed publish survives."""
+
+    FSYNC = "fsync"  # power loss: the WAL is synced on every commit
+    NORMAL = "normal"  # a crash of any process: the OS holds what was committed
+    MEMORY = "memory"  # nothing is synced; the OS writes when it likes
+
+
+_SYNCHRONOUS = {Durability.FSYNC: "FULL", Durability.NORMAL: "NORMAL", Durability.MEMORY: "OFF"}
+
+
+class _Busy(Exception):
+    """The write lock is held elsewhere: back off and try the whole transaction again."""
+
+
+class Database:
+    """One connection to a Conveyor store, shared safely by the threads of one process."""
+
+    def __init__(self, path: str | None, *, durability: Durability, lock_timeout: float) -> None:
+        self.path = path
+        self.label = path or ":memory:"
+        self.durability = durability
+        self.lock_timeout = lock_timeout
+        self._lock = threading.Lock()
+        self.connection = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path is None:
+            connection = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            self._initialize(connection)
+            return connection
+        _check_path(self.path)
+        try:
+            connection = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=0
+            )
+        except sqlite3.Error as exc:
+            raise DatabaseError(self.path, f"cannot open {self.path}: {exc}") from exc
+        try:
+            self._initialize(connection)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _initialize(self, connection: sqlite3.Connection) -> None:
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                self._validate_and_migrate(connection)
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode not in _BUSY_CODES or time.monotonic() > deadline:
+                    raise self._translate(exc) from exc
+                time.sleep(0.005)
+            except sqlite3.DatabaseError as exc:
+                raise self._translate(exc) from exc
+
+    def _validate_and_migrate(self, connection: sqlite3.Connection) -> None:
+        application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if application_id != APPLICATION_ID:
+            tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables or application_id:
+                raise NotAConveyorDatabase(
+                    self.label,
+                    f"{self.label} is a SQLite database of another program, not a Conveyor "
+                    "store; it was left untouched. Point the broker URL at another file",
+                )
+        elif version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                self.label,
+                f"{self.label} has schema version {version}, newer than this Conveyor's "
+                f"{SCHEMA_VERSION}; upgrade Conveyor to use it (the file was left untouched)",
+            )
+        if self.path is not None:
+            connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
+        if application_id == APPLICATION_ID and version == SCHEMA_VERSION:
+            return
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            current = connection.execute("PRAGMA user_version").fetchone()[0]
+            for step in MIGRATIONS[current:]:
+                for statement in step:
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    async def write(self, transaction: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``transaction`` under the write lock, retrying it whole while the file is busy.
+
+        ``transaction`` must only touch the database: it may run more than once.
+        """
+        return await self._run(transaction, "BEGIN IMMEDIATE")
+
+    async def read(self, transaction: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``transaction`` on one consistent snapshot, without the write lock."""
+        return await self._run(transaction, "BEGIN")
+
+    async def _run(self, transaction: Callable[[sqlite3.Connection], T], begin: str) -> T:
+        deadline = 0.0
+        backoff = 0.0002
+        while True:
+            try:
+                return self.run_now(transaction, begin)
+            except _Busy:
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + self.lock_timeout
+                elif now > deadline:
+                    raise DatabaseLocked(self.label, self.lock_timeout) from None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 0.01)
+
+    def run_now(self, transaction: Callable[[sqlite3.Connection], T], begin: str) -> T:
+        """One attempt at a transaction; raises _Busy if the lock is held elsewhere."""
+        connection = self.connection
+        with self._lock:
+            try:
+                connection.execute(begin)
+                try:
+                    result = transaction(connection)
+                    connection.execute("COMMIT")
+                except BaseException:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode in _BUSY_CODES:
+                    raise _Busy from exc
+                raise self._translate(exc) from exc
+            except sqlite3.DatabaseError as exc:
+                raise self._translate(exc) from exc
+            return result
+
+    def _translate(self, exc: sqlite3.Error) -> Exception:
+        if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode in _BUSY_CODES:
+            return DatabaseLocked(self.label, self.lock_timeout)
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+            return NotAConveyorDatabase(
+                self.label,
+                f"{self.label} is corrupt or not a database ({exc}); it was left untouched. "
+                "Restore it from a backup, or try `sqlite3 FILE .recover`",
+            )
+        return DatabaseError(self.label, f"{self.label}: {exc}")
+
+    def close(self) -> None:
+        with self._lock:
+            self.connection.close()
+
+
+def _check_path(path: str) -> None:
+    """Refuse paths that cannot hold a store before SQLite creates or touches anything."""
+    file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"{path} is a directory; give the path of a database file inside it")
+    if not file.parent.is_dir():
+        raise ConfigError(f"directory {file.parent} does not exist; create it first")
+    if file.exists() and file.stat().st_size > 0:
+        try:
+            with open(file, "rb") as handle:
+                header = handle.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise DatabaseError(path, f"cannot read {path}: {exc}") from exc
+        if header != SQLITE_HEADER:
+            raise NotAConveyorDatabase(
+                path,
+                f"{path} is not a SQLite database (so not a Conveyor store); it was left "
+                "untouched. Point the broker URL at another file",
+            )
+    elif file.exists() and not os.access(file, os.W_OK):
+        raise DatabaseError(path, f"{path} is not writable; fix its permissions")

@@ -1,0 +1,80 @@
+"""The embedded store's schema and its migrations.
+
+``PRAGMA application_id`` marks a file as Conveyor's; ``PRAGMA user_version`` is the schema
+version. Each migration step moves the schema up one version inside one transaction, so a
+file is always at exactly one version.
+"""
+
+from __future__ import annotations
+
+APPLICATION_ID = 0x436F6E76  # "Conv"
+
+# The delivery-order index is the heart of the engine: receive walks it from the head
+# (highest priority, earliest available, lowest id) and stops after max_messages rows, so
+# the cost of a receive does not grow with the depth of the queue. A lease moves a row
+# along it by setting available_at_ms to the lease deadline: an expired lease is simply a
+# row that is available again, and no reaper is needed.
+_V1 = (
+    """CREATE TABLE queues (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        options TEXT NOT NULL,
+        expires_ms INTEGER,
+        created_at_ms INTEGER NOT NULL,
+        last_used_ms INTEGER NOT NULL,
+        message_count INTEGER NOT NULL DEFAULT 0,
+        message_bytes INTEGER NOT NULL DEFAULT 0,
+        published INTEGER NOT NULL DEFAULT 0,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        acked INTEGER NOT NULL DEFAULT 0,
+        dead_lettered INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE exchanges (
+        name TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        alternate_exchange TEXT,
+        unroutable INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID""",
+    "INSERT INTO exchanges (name, type) VALUES ('', 'direct')",
+    """CREATE TABLE bindings (
+        exchange TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        routing_key TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        PRIMARY KEY (exchange, queue, routing_key, arguments)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX bindings_by_queue ON bindings (queue)",
+    """CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        queue_id INTEGER NOT NULL,
+        priority INTEGER NOT NULL,
+        available_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER,
+        enqueued_at_ms INTEGER NOT NULL,
+        leased INTEGER NOT NULL DEFAULT 0,
+        lease_token TEXT,
+        delivery_count INTEGER NOT NULL DEFAULT 0,
+        size INTEGER NOT NULL,
+        message_id TEXT NOT NULL,
+        exchange TEXT NOT NULL,
+        routing_key TEXT NOT NULL,
+        timestamp REAL NOT NULL,
+        ttl REAL,
+        content_type TEXT,
+        headers TEXT,
+        body BLOB NOT NULL
+    )""",
+    "CREATE INDEX messages_delivery_order"
+    " ON messages (queue_id, priority DESC, available_at_ms, id)",
+    "CREATE INDEX messages_expiry ON messages (queue_id, expires_at_ms)"
+    " WHERE expires_at_ms IS NOT NULL",
+    "CREATE TABLE waiters (address TEXT PRIMARY KEY, queue_id INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX waiters_by_queue ON waiters (queue_id)",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    "INSERT INTO meta (key, value) VALUES ('topology_version', 0)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+"""MIGRATIONS[n] takes a database from schema version n to n + 1."""
+
+SCHEMA_VERSION = len(MIGRATIONS)

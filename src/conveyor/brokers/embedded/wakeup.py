@@ -1,0 +1,94 @@
+"""Waking receivers in other processes the moment work arrives.
+
+A receiver with nothing to do opens a datagram socket, records its address in the
+``waiters`` table in the same transaction that found the queue empty, and sleeps on the
+socket. A producer reads the waiters of the queues it wrote to inside its own transaction
+and, once committed, sends each a one-byte datagram. Because the record and the check
+share a transaction, no wake-up can fall between them. A lost datagram only costs the
+bounded poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import socket
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+_ABSTRACT = sys.platform == "linux"
+
+
+def _socket_address(address: str) -> str:
+    # Linux's abstract namespace needs no file and vanishes with the process.
+    return "\0" + address if _ABSTRACT else str(Path(tempfile.gettempdir()) / address)
+
+
+class WakeSignal:
+    """The socket one waiting receiver sleeps on."""
+
+    def __init__(self) -> None:
+        self.address = f"conveyor-{secrets.token_hex(8)}"
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.setblocking(False)
+        self._socket.bind(_socket_address(self.address))
+
+    async def wait(self, longest: float) -> None:
+        """Return when woken or after ``longest`` seconds, whichever comes first."""
+        if longest > 0:
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(loop.sock_recv(self._socket, 16), longest)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self._socket.recv(16)
+
+    def close(self) -> None:
+        self._socket.close()
+        if not _ABSTRACT:
+            Path(_socket_address(self.address)).unlink(missing_ok=True)
+
+
+class Notifier:
+    """Sends wake-ups; remembers receivers that have gone so their records can be removed."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.setblocking(False)
+        self.gone: set[str] = set()
+
+    def notify(self, addresses: Iterable[str]) -> None:
+        for address in addresses:
+            try:
+                self._socket.sendto(b"!", _socket_address(address))
+            except BlockingIOError:
+                pass  # its buffer is full: it has wake-ups pending already
+            except (ConnectionRefusedError, FileNotFoundError):
+                self.gone.add(address)
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+def register(connection: sqlite3.Connection, address: str, queue_id: int) -> None:
+    connection.execute(
+        "INSERT OR REPLACE INTO waiters (address, queue_id) VALUES (?, ?)", (address, queue_id)
+    )
+
+
+def unregister(connection: sqlite3.Connection, addresses: Iterable[str]) -> None:
+    connection.executemany("DELETE FROM waiters WHERE address = ?", [(a,) for a in addresses])
+
+
+def waiting_on(connection: sqlite3.Connection, queue_ids: Iterable[int]) -> list[str]:
+    return [
+        address
+        for queue_id in queue_ids
+        for (address,) in connection.execute(
+            "SELECT address FROM waiters WHERE queue_id = ?", (queue_id,)
+        )
+    ]

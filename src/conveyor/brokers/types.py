@@ -1,0 +1,217 @@
+"""Values that cross the Broker seam. All frozen: backends share no hidden state with callers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from conveyor.errors import ConfigError
+from conveyor.message import MAX_PRIORITY, Message
+from conveyor.names import check_name, check_routing_key
+from conveyor.routing import ExchangeType, check_headers_arguments, check_topic_pattern
+
+Seconds = float | timedelta
+
+
+def seconds(value: Seconds | None, option: str, *, positive: bool = False) -> float | None:
+    """Normalize a duration option to float seconds, refusing negatives and NaN."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{option} must be a number of seconds or a timedelta, not {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise ConfigError(f"{option} must be {'> 0' if positive else '>= 0'} seconds, not {value}")
+    return float(value)
+
+
+def _count(value: int | None, option: str, *, upper: int | None = None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{option} must be a positive integer, not {value!r}")
+    if upper is not None and value > upper:
+        raise ConfigError(f"{option} must be at most {upper}, not {value}")
+    return value
+
+
+class Overflow(StrEnum):
+    """What a full queue does with a new message (RabbitMQ's ``x-overflow``)."""
+
+    DROP_HEAD = "drop-head"
+    REJECT_PUBLISH = "reject-publish"
+
+
+class DeadLetterReason(StrEnum):
+    """Why a message left its queue for the dead-letter target (RabbitMQ's x-death reasons)."""
+
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    MAXLEN = "maxlen"
+    DELIVERY_LIMIT = "delivery_limit"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A queue and its options. Declaring the same spec twice is a no-op.
+
+    Args:
+        max_priority: enables priorities 0..max_priority (at most 255); higher first.
+        message_ttl: seconds a message may wait before it expires (and is dead-lettered).
+        expires: seconds of disuse (no receive, no redeclare) after which the queue is deleted.
+        max_length / max_bytes: limits on the messages held (ready, delayed and leased).
+        overflow: when full, drop the oldest waiting message or refuse the publish.
+        dead_letter_exchange: where rejected, expired, dropped and poison messages go
+            ("" is the default exchange, so the routing key then names a queue).
+        dead_letter_routing_key: routing key for dead letters; default: the message's own.
+        lease_timeout: seconds a receiver holds a message before it is redelivered.
+        delivery_limit: deliveries after which a message counts as poison and is dead-lettered.
+    """
+
+    name: str
+    max_priority: int | None = None
+    message_ttl: float | None = None
+    expires: float | None = None
+    max_length: int | None = None
+    max_bytes: int | None = None
+    overflow: Overflow = Overflow.DROP_HEAD
+    dead_letter_exchange: str | None = None
+    dead_letter_routing_key: str | None = None
+    lease_timeout: float = 30.0
+    delivery_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        check_name("queue", self.name)
+        _set = object.__setattr__
+        _set(self, "max_priority", _count(self.max_priority, "max_priority", upper=MAX_PRIORITY))
+        _set(self, "message_ttl", seconds(self.message_ttl, "message_ttl"))
+        _set(self, "expires", seconds(self.expires, "expires", positive=True))
+        _set(self, "max_length", _count(self.max_length, "max_length"))
+        _set(self, "max_bytes", _count(self.max_bytes, "max_bytes"))
+        _set(self, "lease_timeout", seconds(self.lease_timeout, "lease_timeout", positive=True))
+        _set(self, "delivery_limit", _count(self.delivery_limit, "delivery_limit"))
+        try:
+            _set(self, "overflow", Overflow(self.overflow))
+        except ValueError:
+            raise ConfigError(
+                f"overflow must be one of {[o.value for o in Overflow]}, not {self.overflow!r}"
+            ) from None
+        if self.dead_letter_exchange:
+            check_name("exchange", self.dead_letter_exchange)
+        if self.dead_letter_routing_key is not None:
+            if self.dead_letter_exchange is None:
+                raise ConfigError(
+                    "dead_letter_routing_key needs dead_letter_exchange; use '' (the default "
+                    "exchange) to dead-letter straight into the queue the key names"
+                )
+            check_routing_key(self.dead_letter_routing_key)
+
+    @classmethod
+    def from_options(cls, name: str, options: Mapping[str, Any]) -> QueueSpec:
+        """Build a spec from loosely typed options (CLI, config files), naming unknown keys."""
+        known = {f.name for f in fields(cls)} - {"name"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown queue option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
+            )
+        return cls(name, **options)
+
+    def options(self) -> dict[str, Any]:
+        """The options that differ from the defaults (for storage and display)."""
+        default = QueueSpec(self.name)
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "name" and getattr(self, f.name) != getattr(default, f.name)
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSpec:
+    """An exchange. ``alternate_exchange`` receives what this one cannot route."""
+
+    name: str
+    type: ExchangeType = ExchangeType.DIRECT
+    alternate_exchange: str | None = None
+
+    def __post_init__(self) -> None:
+        check_name("exchange", self.name)
+        try:
+            object.__setattr__(self, "type", ExchangeType(self.type))
+        except ValueError:
+            raise ConfigError(
+                f"exchange type must be one of {[t.value for t in ExchangeType]}, not {self.type!r}"
+            ) from None
+        if self.alternate_exchange is not None:
+            check_name("exchange", self.alternate_exchange)
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """Routes messages from an exchange to a queue.
+
+    ``routing_key`` is the exact key (direct) or a pattern (topic); ``arguments`` are the
+    header values to match (headers exchange, with ``x-match`` "all" or "any").
+    """
+
+    exchange: str
+    queue: str
+    routing_key: str = ""
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_name("exchange", self.exchange)
+        check_name("queue", self.queue)
+        check_routing_key(self.routing_key)
+        check_topic_pattern(self.routing_key)
+        check_headers_arguments(self.arguments)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message leased to one consumer until ``lease_deadline`` (epoch seconds).
+
+    Settle it with the broker's ack / nack / reject. ``lease_token`` proves the lease: once
+    the lease has lapsed, settling raises LeaseLost because the message may be with someone
+    else.
+    """
+
+    message: Message
+    queue: str
+    delivery_count: int
+    lease_token: str
+    lease_deadline: float
+    tag: int = field(repr=False)
+
+    @property
+    def redelivered(self) -> bool:
+        return self.delivery_count > 1
+
+    def with_deadline(self, lease_deadline: float) -> Delivery:
+        return replace(self, lease_deadline=lease_deadline)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A snapshot of one queue. Counters count since the queue was declared."""
+
+    queue: str
+    ready: int
+    delayed: int
+    unacked: int
+    oldest_age: float | None
+    published: int
+    delivered: int
+    acked: int
+    dead_lettered: int
+    bytes: int
+
+    @property
+    def depth(self) -> int:
+        return self.ready + self.delayed + self.unacked

@@ -1,0 +1,79 @@
+"""The message envelope shared by every backend. Pure: no I/O."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.errors import DecodeError, MessageError
+
+MAX_PRIORITY = 255
+
+
+def new_message_id() -> str:
+    """A random 96-bit id, hex encoded; unique without coordination between processes."""
+    return secrets.token_hex(12)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What a producer publishes and a consumer receives.
+
+    Args:
+        body: the payload, already encoded (codecs turn objects into bytes).
+        routing_key: how exchanges route it; for the default exchange, the queue name.
+        headers: JSON-compatible metadata; ``x-death`` records dead-letter history.
+        priority: 0-255, higher first, on queues declared with ``max_priority``.
+        ttl: seconds the message may wait in a queue before it expires.
+        id: unique id, kept across redeliveries and dead-lettering.
+        timestamp: publish time, seconds since the epoch.
+    """
+
+    body: bytes
+    routing_key: str = ""
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    ttl: float | None = None
+    id: str = field(default_factory=new_message_id)
+    timestamp: float = field(default_factory=time.time)
+    content_type: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.body, bytes | bytearray | memoryview):
+            raise MessageError(
+                f"message body must be bytes, not {type(self.body).__name__}; "
+                "encode it first (e.g. json.dumps(obj).encode())"
+            )
+        if type(self.priority) is not int or not 0 <= self.priority <= MAX_PRIORITY:
+            raise MessageError(f"priority must be an integer 0-255, not {self.priority!r}")
+        if self.ttl is not None and not self.ttl >= 0:
+            raise MessageError(f"ttl must be a number of seconds >= 0, not {self.ttl!r}")
+
+
+def encode_headers(headers: Mapping[str, Any]) -> str | None:
+    """Headers as compact JSON text, or None when there are none."""
+    if not headers:
+        return None
+    try:
+        return json.dumps(headers, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise MessageError(
+            f"message headers must be JSON-compatible (str, numbers, bools, None, lists, "
+            f"dicts): {exc}"
+        ) from exc
+
+
+def decode_headers(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        headers = json.loads(text)
+    except ValueError as exc:
+        raise DecodeError(f"stored message headers are not valid JSON: {exc}") from exc
+    if not isinstance(headers, dict):
+        raise DecodeError("stored message headers are not a JSON object")
+    return headers
