@@ -1,4 +1,4 @@
-"""The conformance suite: every test runs against every backend in tests/backends.py.
+"""The conformance suite: every test runs against every backend in tests/backend_urls.py.
 
 ``@pytest.mark.needs(Capability.X, ...)`` runs a test only on backends that declare those
 capabilities, so the suite is gated by what a backend says it does, never by its type.
@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from conveyor import Broker, Capability, open_broker
-from tests.backends import BACKENDS
+from tests.backend_urls import BACKENDS
 
 _names = itertools.count()
 
