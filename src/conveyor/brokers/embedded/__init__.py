@@ -110,7 +110,6 @@ class EmbeddedBroker(Broker):
             self._db.close()
             self._db = None
         self._notifier.close()
-        self._notifier = wakeup.Notifier()
 
     async def ping(self) -> None:
         await self._read(lambda connection, topology: None)

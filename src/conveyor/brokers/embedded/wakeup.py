@@ -57,11 +57,13 @@ class Notifier:
     """Sends wake-ups; remembers receivers that have gone so their records can be removed."""
 
     def __init__(self) -> None:
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.setblocking(False)
+        self._socket: socket.socket | None = None
         self.gone: set[str] = set()
 
     def notify(self, addresses: Iterable[str]) -> None:
+        if self._socket is None:
+            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._socket.setblocking(False)
         for address in addresses:
             try:
                 self._socket.sendto(b"!", _socket_address(address))
@@ -71,7 +73,9 @@ class Notifier:
                 self.gone.add(address)
 
     def close(self) -> None:
-        self._socket.close()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
 
 def register(connection: sqlite3.Connection, address: str, queue_id: int) -> None:
