@@ -30,6 +30,11 @@ def seconds(value: Seconds | None, option: str, *, positive: bool = False) -> fl
     return float(value)
 
 
+def as_float(value: Seconds | None) -> float | None:
+    """A duration already normalized by a spec, typed as the float it is."""
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
 def _count(value: int | None, option: str, *, upper: int | None = None) -> int | None:
     if value is None:
         return None
@@ -75,14 +80,14 @@ class QueueSpec:
 
     name: str
     max_priority: int | None = None
-    message_ttl: float | None = None
-    expires: float | None = None
+    message_ttl: Seconds | None = None
+    expires: Seconds | None = None
     max_length: int | None = None
     max_bytes: int | None = None
     overflow: Overflow = Overflow.DROP_HEAD
     dead_letter_exchange: str | None = None
     dead_letter_routing_key: str | None = None
-    lease_timeout: float = 30.0
+    lease_timeout: Seconds = 30.0
     delivery_limit: int | None = None
 
     def __post_init__(self) -> None:

@@ -26,6 +26,7 @@ from conveyor.brokers.types import (
     ExchangeSpec,
     QueueSpec,
     QueueStats,
+    as_float,
 )
 from conveyor.brokers.types import seconds as as_seconds
 from conveyor.errors import BrokerUnavailable, ConfigError, LeaseLost
@@ -259,7 +260,7 @@ class EmbeddedBroker(Broker):
         now = now_ms()
         self._sweep_unused_queues(connection, topology, now)
         queue = topology.queue(name)
-        lease_ms = int((lease_timeout or queue.spec.lease_timeout) * 1000)
+        lease_ms = int((lease_timeout or as_float(queue.spec.lease_timeout) or 0) * 1000)
         deliveries = queues.lease(
             connection,
             topology,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.brokers.embedded.topology import StoredQueue, Topology
-from conveyor.brokers.types import DeadLetterReason, Delivery, Overflow, QueueStats
+from conveyor.brokers.types import DeadLetterReason, Delivery, Overflow, QueueStats, as_float
 from conveyor.errors import QueueFull
 from conveyor.message import Message, decode_headers, encode_headers
 
@@ -60,7 +60,7 @@ def prepare(message: Message, max_size: int) -> Prepared:
 
 
 def _expiry_ms(queue: StoredQueue, ttl: float | None, available_at_ms: int) -> int | None:
-    queue_ttl = queue.spec.message_ttl
+    queue_ttl = as_float(queue.spec.message_ttl)
     if ttl is None or (queue_ttl is not None and queue_ttl < ttl):
         ttl = queue_ttl
     return None if ttl is None else available_at_ms + int(ttl * 1000)

@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.brokers.types import Binding, ExchangeSpec, QueueSpec
+from conveyor.brokers.types import Binding, ExchangeSpec, QueueSpec, as_float
 from conveyor.errors import ConfigError, ExchangeNotFound, QueueNotFound, Unroutable
 from conveyor.routing import ExchangeType, Route, matching_queues
 
@@ -120,7 +120,8 @@ def declare_queue(connection: sqlite3.Connection, spec: QueueSpec, now_ms: int) 
             )
         connection.execute("UPDATE queues SET last_used_ms = ? WHERE name = ?", (now_ms, spec.name))
         return
-    expires_ms = None if spec.expires is None else int(spec.expires * 1000)
+    expires = as_float(spec.expires)
+    expires_ms = None if expires is None else int(expires * 1000)
     connection.execute(
         "INSERT INTO queues (name, options, expires_ms, created_at_ms, last_used_ms)"
         " VALUES (?, ?, ?, ?, ?)",

@@ -1,0 +1,114 @@
+"""Routing against simple reference implementations, by property and by example."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conveyor.errors import ConfigError
+from conveyor.routing import (
+    ExchangeType,
+    Route,
+    check_headers_arguments,
+    check_topic_pattern,
+    headers_match,
+    matching_queues,
+    topic_matches,
+)
+
+words = st.sampled_from(["a", "b", "c", "order", ""])
+keys = st.lists(words, min_size=1, max_size=6).map(".".join)
+patterns = st.lists(st.sampled_from(["a", "b", "order", "*", "#"]), min_size=1, max_size=6).map(
+    ".".join
+)
+
+
+def recursive_topic_match(pattern: list[str], key: list[str]) -> bool:
+    """The textbook recursive definition, as a second opinion."""
+    if not pattern:
+        return not key
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(recursive_topic_match(rest, key[i:]) for i in range(len(key) + 1))
+    if not key:
+        return False
+    return (head in ("*", key[0])) and recursive_topic_match(rest, key[1:])
+
+
+@given(patterns, keys)
+def test_topic_matching_agrees_with_the_recursive_definition(pattern: str, key: str) -> None:
+    expected = recursive_topic_match(pattern.split("."), key.split("."))
+    assert topic_matches(pattern, key) is expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "key", "expected"),
+    [
+        ("a.#", "a", True),
+        ("a.#", "a.b.c", True),
+        ("#", "anything.at.all", True),
+        ("#.c", "c", True),
+        ("a.*", "a", False),
+        ("a.*", "a.b", True),
+        ("a.*", "a.b.c", False),
+        ("*.b.#", "x.b", True),
+        ("a.#.c", "a.c", True),
+        ("a.#.c", "a.x.y.c", True),
+        ("a.#.c", "a.x.y", False),
+        ("order.created", "order.created", True),
+        ("order.created", "order.deleted", False),
+    ],
+)
+def test_topic_examples(pattern: str, key: str, expected: bool) -> None:
+    assert topic_matches(pattern, key) is expected
+
+
+def test_topic_pattern_with_wildcard_inside_a_word_is_refused() -> None:
+    with pytest.raises(ConfigError, match="stand alone"):
+        check_topic_pattern("a.b*")
+    assert check_topic_pattern("a.*.#") == "a.*.#"
+
+
+header_values = st.one_of(st.integers(0, 3), st.sampled_from(["x", "y"]))
+header_maps = st.dictionaries(st.sampled_from(["k1", "k2", "k3"]), header_values, max_size=3)
+
+
+def reference_headers_match(arguments: dict[str, Any], headers: dict[str, Any]) -> bool:
+    pairs = {k: v for k, v in arguments.items() if not k.startswith("x-")}
+    hits = [k in headers and headers[k] == v for k, v in pairs.items()]
+    return any(hits) if arguments.get("x-match") == "any" else all(hits)
+
+
+@given(header_maps, header_maps, st.sampled_from([None, "all", "any"]))
+def test_headers_matching_agrees_with_the_reference(
+    arguments: dict[str, Any], headers: dict[str, Any], mode: str | None
+) -> None:
+    if mode is not None:
+        arguments = {**arguments, "x-match": mode}
+    assert headers_match(arguments, headers) is reference_headers_match(arguments, headers)
+
+
+def test_headers_examples() -> None:
+    assert headers_match({"x-match": "all", "a": 1, "b": 2}, {"a": 1, "b": 2, "c": 3})
+    assert not headers_match({"x-match": "all", "a": 1, "b": 2}, {"a": 1})
+    assert headers_match({"x-match": "any", "a": 1, "b": 2}, {"b": 2})
+    assert not headers_match({"x-match": "any", "a": 1}, {"a": 2})
+    assert headers_match({}, {"anything": True})
+    with pytest.raises(ConfigError, match="x-match"):
+        check_headers_arguments({"x-match": "some"})
+
+
+def test_exchange_types_pick_their_queues() -> None:
+    routes = [
+        Route("q1", "order.created", {"x-match": "any", "region": "eu"}),
+        Route("q2", "order.*", {"region": "us"}),
+        Route("q3", "#"),
+    ]
+    assert matching_queues(ExchangeType.FANOUT, routes, "x", {}) == {"q1", "q2", "q3"}
+    assert matching_queues(ExchangeType.DIRECT, routes, "order.created", {}) == {"q1"}
+    assert matching_queues(ExchangeType.TOPIC, routes, "order.created", {}) == {"q1", "q2", "q3"}
+    assert matching_queues(ExchangeType.TOPIC, routes, "user.created", {}) == {"q3"}
+    assert matching_queues(ExchangeType.HEADERS, routes, "", {"region": "eu"}) == {"q1", "q3"}

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+from conveyor import Durability, open_broker
+from conveyor.brokers.embedded import EmbeddedOptions
+from conveyor.errors import ConfigError
+from conveyor.settings import BrokerURL, options_from_query
+
+
+def test_url_query_options_are_converted_to_their_types() -> None:
+    options = options_from_query(
+        EmbeddedOptions, {"durability": "fsync", "lock_timeout": "2.5", "max_message_size": "10"}
+    )
+    assert options == EmbeddedOptions(Durability.FSYNC, 2.5, 10)
+
+
+def test_unknown_url_option_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="durabilty; valid: durability, lock_timeout"):
+        options_from_query(EmbeddedOptions, {"durabilty": "fsync"})
+
+
+@pytest.mark.parametrize(
+    ("query", "match"),
+    [
+        ({"durability": "sometimes"}, "one of fsync, normal, memory"),
+        ({"lock_timeout": "soon"}, "not a valid float"),
+        ({"max_message_size": "0"}, ">= 1"),
+        ({"poll_interval": "0"}, "> 0"),
+    ],
+)
+def test_bad_url_option_values_are_refused(query: dict[str, str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        options_from_query(EmbeddedOptions, query)
+
+
+def test_repeated_option_is_refused() -> None:
+    with pytest.raises(ConfigError, match="twice"):
+        BrokerURL.parse("sqlite:///x.db?lock_timeout=1&lock_timeout=2")
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("conveyor.db", "no scheme"),
+        ("postgres://localhost/db", "unknown broker URL scheme 'postgres'"),
+        ("sqlite://", "names no file"),
+        ("sqlite://host/x.db", "names no file"),
+        ("memory:///some/path", "takes no path"),
+    ],
+)
+def test_bad_broker_urls_say_what_to_write(url: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        open_broker(url)
+
+
+def test_sqlite_url_paths_follow_the_three_and_four_slash_convention() -> None:
+    assert open_broker("sqlite:///rel/x.db").path == "rel/x.db"  # type: ignore[attr-defined]
+    assert open_broker("sqlite:////abs/x.db").path == "/abs/x.db"  # type: ignore[attr-defined]
