@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import secrets
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +16,7 @@ MAX_PRIORITY = 255
 
 def new_message_id() -> str:
     """A random 96-bit id, hex encoded; unique without coordination between processes."""
-    return secrets.token_hex(12)
+    return os.urandom(12).hex()
 
 
 @dataclass(frozen=True, slots=True)

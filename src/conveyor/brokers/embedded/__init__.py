@@ -7,6 +7,7 @@ database. This class only adapts the Broker interface onto the modules beside it
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sqlite3
 import time
@@ -29,7 +30,7 @@ from conveyor.brokers.types import (
     as_float,
 )
 from conveyor.brokers.types import seconds as as_seconds
-from conveyor.errors import BrokerUnavailable, ConfigError, LeaseLost
+from conveyor.errors import BrokerUnavailable, ConfigError, ConveyorError, LeaseLost
 from conveyor.message import Message
 from conveyor.settings import BrokerURL, options_from_query
 
@@ -76,6 +77,10 @@ _QUEUE_CAPABILITIES = frozenset(
 )
 
 
+class _StaleTopology(Exception):
+    """Another process changed queues, exchanges or bindings since this one last looked."""
+
+
 class EmbeddedBroker(Broker):
     scheme = "sqlite"
     capabilities = _QUEUE_CAPABILITIES
@@ -89,6 +94,8 @@ class EmbeddedBroker(Broker):
         self._topology: Topology | None = None
         self._notifier = wakeup.Notifier()
         self._last_sweep_ms = 0
+        self._unflushed: dict[int, list[int]] = {}
+        self._flushed_at = time.monotonic()
 
     def _path(self, url: BrokerURL) -> str | None:
         if url.netloc or not url.path.lstrip("/"):
@@ -108,6 +115,10 @@ class EmbeddedBroker(Broker):
 
     async def close(self) -> None:
         if self._db is not None:
+            if self._unflushed:
+                self._flushed_at = 0.0
+                with contextlib.suppress(ConveyorError):
+                    await self._write(lambda c, t, _: None)
             self._db.close()
             self._db = None
         self._notifier.close()
@@ -130,29 +141,76 @@ class EmbeddedBroker(Broker):
         return await self._database().read(lambda c: work(c, self._current(c)))
 
     async def _write(self, work: Callable[[sqlite3.Connection, Topology, Changes], T]) -> T:
-        """Run ``work`` in a write transaction, then wake receivers of the queues it fed."""
-        gone = set(self._notifier.gone)
+        """Run ``work`` in a write transaction, then wake receivers of the queues it fed.
 
-        def transaction(connection: sqlite3.Connection) -> tuple[T, list[str]]:
-            if gone:
-                wakeup.unregister(connection, gone)
-            changes = Changes()
-            result = work(connection, self._current(connection), changes)
-            return result, wakeup.waiting_on(connection, changes.woken_queue_ids)
+        ``work`` runs on the cached topology, and the transaction checks the cache is still
+        current in the same statement that finds the receivers to wake: one read instead of
+        two on the hot path. On a stale cache, the transaction is rolled back and rerun.
+        """
+        database = self._database()
+        while True:
+            gone = set(self._notifier.gone)
+            due = self._counters_due()
+            attempt = partial(self._optimistic, work, gone, due, self._topology)
+            try:
+                result, waiters, counters = await database.write(attempt)
+            except _StaleTopology:
+                self._topology = None
+                continue
+            self._notifier.gone -= gone
+            if due:
+                _add_counters(self._unflushed, due, sign=-1)
+                self._flushed_at = time.monotonic()
+            _add_counters(self._unflushed, counters)
+            if waiters:
+                self._notifier.notify(waiters)
+            return result
 
-        result, waiters = await self._database().write(transaction)
-        self._notifier.gone -= gone
-        if waiters:
-            self._notifier.notify(waiters)
-        return result
+    def _counters_due(self) -> dict[int, list[int]]:
+        """Lifetime counters to store now: at most once a second, as RabbitMQ keeps rates."""
+        if not self._unflushed or time.monotonic() - self._flushed_at < 1.0:
+            return {}
+        return {queue_id: list(totals) for queue_id, totals in self._unflushed.items()}
+
+    def _optimistic(
+        self,
+        work: Callable[[sqlite3.Connection, Topology, Changes], T],
+        gone: set[str],
+        counters_due: dict[int, list[int]],
+        cached: Topology | None,
+        connection: sqlite3.Connection,
+    ) -> tuple[T, list[str], dict[int, list[int]]]:
+        if gone:
+            wakeup.unregister(connection, gone)
+        if counters_due:
+            queues.flush_counters(connection, counters_due)
+        known = cached if cached is not None else self._current(connection)
+        changes = Changes()
+        try:
+            result = work(connection, known, changes)
+        except ConveyorError:
+            if topology.version(connection) != known.version:
+                raise _StaleTopology from None
+            raise
+        version, waiters = wakeup.version_and_waiters(connection, changes.woken_queue_ids)
+        if version != known.version:
+            raise _StaleTopology
+        return result, waiters, changes.counters
+
+    async def _change_topology(self, work: Callable[[sqlite3.Connection, Topology], T]) -> T:
+        """Declarations: run on a freshly read topology, and drop the cache afterwards."""
+        try:
+            return await self._database().write(lambda c: work(c, self._current(c)))
+        finally:
+            self._topology = None
 
     # topology
 
     async def declare_queue(self, spec: QueueSpec) -> None:
-        await self._write(lambda c, t, _: topology.declare_queue(c, spec, now_ms()))
+        await self._change_topology(lambda c, t: topology.declare_queue(c, spec, now_ms()))
 
     async def delete_queue(self, name: str) -> int:
-        return await self._write(lambda c, t, _: topology.delete_queue(c, t.queue(name)))
+        return await self._change_topology(lambda c, t: topology.delete_queue(c, t.queue(name)))
 
     async def purge_queue(self, name: str) -> int:
         return await self._write(lambda c, t, _: queues.purge(c, t.queue(name), now_ms()))
@@ -164,19 +222,24 @@ class EmbeddedBroker(Broker):
         return await self._read(listing)
 
     async def queue_stats(self, name: str) -> QueueStats:
-        return await self._read(lambda c, t: queues.stats(c, t.queue(name), now_ms()))
+        def read(connection: sqlite3.Connection, known: Topology) -> QueueStats:
+            queue = known.queue(name)
+            unflushed = self._unflushed.get(queue.id, (0, 0, 0, 0))
+            return queues.stats(connection, queue, now_ms(), unflushed)
+
+        return await self._read(read)
 
     async def declare_exchange(self, spec: ExchangeSpec) -> None:
-        await self._write(lambda c, t, _: topology.declare_exchange(c, spec))
+        await self._change_topology(lambda c, t: topology.declare_exchange(c, spec))
 
     async def delete_exchange(self, name: str) -> None:
-        await self._write(lambda c, t, _: topology.delete_exchange(c, name))
+        await self._change_topology(lambda c, t: topology.delete_exchange(c, name))
 
     async def bind(self, binding: Binding) -> None:
-        await self._write(lambda c, t, _: topology.bind(c, t, binding))
+        await self._change_topology(lambda c, t: topology.bind(c, t, binding))
 
     async def unbind(self, binding: Binding) -> None:
-        await self._write(lambda c, t, _: topology.unbind(c, t, binding))
+        await self._change_topology(lambda c, t: topology.unbind(c, t, binding))
 
     # publishing
 
@@ -188,7 +251,7 @@ class EmbeddedBroker(Broker):
         mandatory: bool = False,
         delay: float = 0.0,
     ) -> list[int]:
-        delay_ms = int((as_seconds(delay, "delay") or 0.0) * 1000)
+        delay_ms = int((as_seconds(delay, "delay") or 0.0) * 1000) if delay else 0
         limit = self.options.max_message_size
         batch = [queues.prepare(message, limit) for message in messages]
         if not batch:
@@ -224,6 +287,8 @@ class EmbeddedBroker(Broker):
         lease = as_seconds(lease_timeout, "lease_timeout", positive=True)
         deadline = time.monotonic() + (as_seconds(wait, "wait") or 0.0)
         lease_args = (queue, max_messages, lease)
+        if now_ms() - self._last_sweep_ms >= 1000:
+            await self._sweep_unused_queues()
         deliveries, _ = await self._write(partial(self._lease, *lease_args, None))
         if deliveries or deadline <= time.monotonic():
             return deliveries
@@ -258,7 +323,6 @@ class EmbeddedBroker(Broker):
     ) -> tuple[list[Delivery], int | None]:
         """Lease messages; when there are none, record ``waiter`` to be woken."""
         now = now_ms()
-        self._sweep_unused_queues(connection, topology, now)
         queue = topology.queue(name)
         lease_ms = int((lease_timeout or as_float(queue.spec.lease_timeout) or 0) * 1000)
         deliveries = queues.lease(
@@ -279,26 +343,25 @@ class EmbeddedBroker(Broker):
         wakeup.register(connection, waiter, queue.id)
         return deliveries, queues.next_available_ms(connection, queue)
 
-    def _sweep_unused_queues(
-        self, connection: sqlite3.Connection, topology_now: Topology, now: int
-    ) -> None:
-        """Delete queues unused past their ``expires`` (checked at most once a second)."""
-        if now - self._last_sweep_ms < 1000:
-            return
-        self._last_sweep_ms = now
-        expired = connection.execute(
-            "SELECT name FROM queues WHERE expires_ms IS NOT NULL"
-            " AND last_used_ms + expires_ms <= ?"
-            " AND id NOT IN (SELECT queue_id FROM waiters)",
-            (now,),
-        ).fetchall()
-        for (name,) in expired:
-            topology.delete_queue(connection, topology_now.queue(name))
+    async def _sweep_unused_queues(self) -> None:
+        """Delete queues unused for longer than their ``expires`` (run at most once a second)."""
+        self._last_sweep_ms = now_ms()
+
+        def sweep(connection: sqlite3.Connection, known: Topology) -> None:
+            for (name,) in connection.execute(
+                "SELECT name FROM queues WHERE expires_ms IS NOT NULL"
+                " AND last_used_ms + expires_ms <= ?"
+                " AND id NOT IN (SELECT queue_id FROM waiters)",
+                (self._last_sweep_ms,),
+            ).fetchall():
+                topology.delete_queue(connection, known.queue(name))
+
+        await self._change_topology(sweep)
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
-        lost = await self._write(lambda c, t, _: queues.ack(c, deliveries, now_ms()))
+        lost = await self._write(lambda c, t, ch: queues.ack(c, t, deliveries, now_ms(), ch))
         if lost:
             first = next(d for d in deliveries if d.tag == lost[0])
             raise LeaseLost(first.queue, first.message.id)
@@ -328,6 +391,17 @@ class EmbeddedBroker(Broker):
         if not until_ms:
             raise LeaseLost(delivery.queue, delivery.message.id)
         return delivery.with_deadline(until_ms / 1000)
+
+
+def _add_counters(
+    target: dict[int, list[int]], source: dict[int, list[int]], *, sign: int = 1
+) -> None:
+    for queue_id, totals in source.items():
+        current = target.setdefault(queue_id, [0, 0, 0, 0])
+        for index, value in enumerate(totals):
+            current[index] += sign * value
+        if not any(current):
+            del target[queue_id]
 
 
 class MemoryBroker(EmbeddedBroker):

@@ -44,9 +44,51 @@ class Prepared:
 
 @dataclass(slots=True)
 class Changes:
-    """What a transaction did that others should hear about after it commits."""
+    """What a transaction did that the broker acts on once it has committed.
+
+    ``woken_queue_ids``: queues given ready work, whose waiting receivers to wake.
+    ``counters``: per queue id, [published, delivered, acked, dead_lettered] to add.
+    """
 
     woken_queue_ids: set[int] = field(default_factory=set)
+    counters: dict[int, list[int]] = field(default_factory=dict)
+
+    def count(
+        self,
+        queue_id: int,
+        *,
+        published: int = 0,
+        delivered: int = 0,
+        acked: int = 0,
+        dead_lettered: int = 0,
+    ) -> None:
+        totals = self.counters.setdefault(queue_id, [0, 0, 0, 0])
+        totals[0] += published
+        totals[1] += delivered
+        totals[2] += acked
+        totals[3] += dead_lettered
+
+
+def flush_counters(connection: sqlite3.Connection, counters: dict[int, list[int]]) -> None:
+    connection.executemany(
+        "UPDATE queues SET published = published + ?, delivered = delivered + ?,"
+        " acked = acked + ?, dead_lettered = dead_lettered + ? WHERE id = ?",
+        [(*totals, queue_id) for queue_id, totals in counters.items()],
+    )
+
+
+def _hold(connection: sqlite3.Connection, queue: StoredQueue, count: int, size: int) -> None:
+    """Keep the held count and bytes of a queue with limits exact, in the same transaction.
+
+    Only queues that declare max_length or max_bytes pay for this; the others are counted
+    from the delivery-order index when asked.
+    """
+    if queue.spec.max_length or queue.spec.max_bytes:
+        connection.execute(
+            "UPDATE queues SET message_count = message_count + ?,"
+            " message_bytes = message_bytes + ? WHERE id = ?",
+            (count, size, queue.id),
+        )
 
 
 def prepare(message: Message, max_size: int) -> Prepared:
@@ -82,8 +124,8 @@ def store(
     changes: Changes,
 ) -> list[int]:
     """Route and insert messages; returns how many queues each reached."""
-    rows: dict[StoredQueue, list[tuple[Any, ...]]] = defaultdict(list)
-    sizes: dict[StoredQueue, int] = defaultdict(int)
+    rows: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+    sizes: dict[int, int] = defaultdict(int)
     unroutable: dict[str, int] = defaultdict(int)
     routed: list[int] = []
     for prepared in batch:
@@ -94,7 +136,7 @@ def store(
         if dropped_at is not None:
             unroutable[dropped_at] += 1
         for queue in targets:
-            rows[queue].append(
+            rows[queue.id].append(
                 (
                     queue.id,
                     _priority(queue, message.priority),
@@ -112,13 +154,15 @@ def store(
                     message.body,
                 )
             )
-            sizes[queue] += prepared.size
+            sizes[queue.id] += prepared.size
         routed.append(len(targets))
-    for queue, queue_rows in rows.items():
-        _insert(connection, queue, queue_rows, sizes[queue], counts_as_published=True)
-        changes.woken_queue_ids.add(queue.id)
-    for queue in rows:
-        _drop_head_over_limits(connection, topology, queue, now_ms, changes)
+    for queue_id, queue_rows in rows.items():
+        queue = topology.queues_by_id[queue_id]
+        _insert(connection, queue, queue_rows, sizes[queue_id], changes, counts_as_published=True)
+    for queue_id in rows:
+        _drop_head_over_limits(
+            connection, topology, topology.queues_by_id[queue_id], now_ms, changes
+        )
     for name, count in unroutable.items():
         connection.execute(
             "UPDATE exchanges SET unroutable = unroutable + ? WHERE name = ?", (count, name)
@@ -131,6 +175,7 @@ def _insert(
     queue: StoredQueue,
     rows: list[tuple[Any, ...]],
     size: int,
+    changes: Changes,
     *,
     counts_as_published: bool,
 ) -> None:
@@ -143,12 +188,14 @@ def _insert(
             raise QueueFull(spec.name, f"max_length {spec.max_length}")
         if spec.max_bytes and held + size > spec.max_bytes:
             raise QueueFull(spec.name, f"max_bytes {spec.max_bytes}")
-    connection.executemany(_INSERT, rows)
-    connection.execute(
-        "UPDATE queues SET message_count = message_count + ?, message_bytes = message_bytes + ?,"
-        " published = published + ? WHERE id = ?",
-        (len(rows), size, len(rows) if counts_as_published else 0, queue.id),
-    )
+    if len(rows) == 1:
+        connection.execute(_INSERT, rows[0])
+    else:
+        connection.executemany(_INSERT, rows)
+    _hold(connection, queue, len(rows), size)
+    changes.woken_queue_ids.add(queue.id)
+    if counts_as_published:
+        changes.count(queue.id, published=len(rows))
 
 
 def _drop_head_over_limits(
@@ -232,11 +279,7 @@ def lease(
             )
         if not poison:
             break
-    if deliveries:
-        connection.execute(
-            "UPDATE queues SET delivered = delivered + ? WHERE id = ?",
-            (len(deliveries), queue.id),
-        )
+    changes.count(queue.id, delivered=len(deliveries))
     return deliveries
 
 
@@ -257,7 +300,13 @@ def _marks(count: int) -> str:
     return ",".join("?" * count)
 
 
-def ack(connection: sqlite3.Connection, deliveries: Sequence[Delivery], now_ms: int) -> list[int]:
+def ack(
+    connection: sqlite3.Connection,
+    topology: Topology,
+    deliveries: Sequence[Delivery],
+    now_ms: int,
+    changes: Changes,
+) -> list[int]:
     """Delete the messages whose leases still hold; return the tags of those that lapsed."""
     by_token: dict[str, list[int]] = defaultdict(list)
     for delivery in deliveries:
@@ -274,11 +323,9 @@ def ack(connection: sqlite3.Connection, deliveries: Sequence[Delivery], now_ms: 
             totals = removed[queue_id]
             totals[0] += 1
             totals[1] += size
-    connection.executemany(
-        "UPDATE queues SET message_count = message_count - ?, message_bytes = message_bytes - ?,"
-        " acked = acked + ? WHERE id = ?",
-        [(count, size, count, queue_id) for queue_id, (count, size) in removed.items()],
-    )
+    for queue_id, (count, size) in removed.items():
+        _hold(connection, topology.queues_by_id[queue_id], -count, -size)
+        changes.count(queue_id, acked=count)
     return [delivery.tag for delivery in deliveries if delivery.tag not in acked]
 
 
@@ -359,16 +406,9 @@ def dead_letter(
     ids = [row[0] for row in rows]
     connection.execute(f"DELETE FROM messages WHERE id IN ({_marks(len(ids))})", ids)
     spec = queue.spec
-    connection.execute(
-        "UPDATE queues SET message_count = message_count - ?, message_bytes = message_bytes - ?,"
-        " dead_lettered = dead_lettered + ? WHERE id = ?",
-        (
-            len(rows),
-            sum(row[3] for row in rows),
-            len(rows) if spec.dead_letter_exchange is not None else 0,
-            queue.id,
-        ),
-    )
+    _hold(connection, queue, -len(rows), -sum(row[3] for row in rows))
+    if spec.dead_letter_exchange is not None:
+        changes.count(queue.id, dead_lettered=len(rows))
     if spec.dead_letter_exchange is None:
         return
     for row in rows:
@@ -399,10 +439,9 @@ def dead_letter(
                 row[11],
             )
             try:
-                _insert(connection, target, [new_row], size, counts_as_published=False)
+                _insert(connection, target, [new_row], size, changes, counts_as_published=False)
             except QueueFull:
                 continue  # as RabbitMQ does: a full reject-publish target drops dead letters
-            changes.woken_queue_ids.add(target.id)
             _drop_head_over_limits(connection, topology, target, now_ms, changes)
 
 
@@ -449,11 +488,7 @@ def purge(connection: sqlite3.Connection, queue: StoredQueue, now_ms: int) -> in
         f"SELECT count(*), coalesce(sum(size), 0) FROM messages WHERE {where}", (queue.id, now_ms)
     ).fetchone()
     connection.execute(f"DELETE FROM messages WHERE {where}", (queue.id, now_ms))
-    connection.execute(
-        "UPDATE queues SET message_count = message_count - ?, message_bytes = message_bytes - ?"
-        " WHERE id = ?",
-        (count, size, queue.id),
-    )
+    _hold(connection, queue, -count, -size)
     return int(count)
 
 
@@ -461,17 +496,25 @@ def _priorities(queue: StoredQueue) -> Iterable[int]:
     return range(queue.spec.max_priority or 0, -1, -1)
 
 
-def stats(connection: sqlite3.Connection, queue: StoredQueue, now_ms: int) -> QueueStats:
-    """Counts by state in time proportional to the delayed and leased messages, not depth."""
-    later = leased = 0
+def stats(
+    connection: sqlite3.Connection,
+    queue: StoredQueue,
+    now_ms: int,
+    unflushed: Sequence[int] = (0, 0, 0, 0),
+) -> QueueStats:
+    """Counts by state, read from the delivery-order index (which covers ``size``)."""
+    total = held = later = leased = 0
     oldest_enqueued_ms: int | None = None
     for priority in _priorities(queue):
-        count, live_leases = connection.execute(
-            "SELECT count(*), coalesce(sum(leased), 0) FROM messages"
-            " WHERE queue_id = ? AND priority = ? AND available_at_ms > ?",
-            (queue.id, priority, now_ms),
+        count, size, pending, live_leases = connection.execute(
+            "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(available_at_ms > ?), 0),"
+            " coalesce(sum(available_at_ms > ? AND leased), 0)"
+            " FROM messages WHERE queue_id = ? AND priority = ?",
+            (now_ms, now_ms, queue.id, priority),
         ).fetchone()
-        later += count
+        total += count
+        held += size
+        later += pending
         leased += live_leases
         head = connection.execute(
             "SELECT enqueued_at_ms FROM messages WHERE queue_id = ? AND priority = ?"
@@ -480,9 +523,8 @@ def stats(connection: sqlite3.Connection, queue: StoredQueue, now_ms: int) -> Qu
         ).fetchone()
         if head is not None and (oldest_enqueued_ms is None or head[0] < oldest_enqueued_ms):
             oldest_enqueued_ms = head[0]
-    total, size, published, delivered, acked, dead = connection.execute(
-        "SELECT message_count, message_bytes, published, delivered, acked, dead_lettered"
-        " FROM queues WHERE id = ?",
+    published, delivered, acked, dead = connection.execute(
+        "SELECT published, delivered, acked, dead_lettered FROM queues WHERE id = ?",
         (queue.id,),
     ).fetchone()
     return QueueStats(
@@ -491,11 +533,11 @@ def stats(connection: sqlite3.Connection, queue: StoredQueue, now_ms: int) -> Qu
         delayed=later - leased,
         unacked=leased,
         oldest_age=None if oldest_enqueued_ms is None else (now_ms - oldest_enqueued_ms) / 1000,
-        published=published,
-        delivered=delivered,
-        acked=acked,
-        dead_lettered=dead,
-        bytes=size,
+        published=published + unflushed[0],
+        delivered=delivered + unflushed[1],
+        acked=acked + unflushed[2],
+        dead_lettered=dead + unflushed[3],
+        bytes=held,
     )
 
 

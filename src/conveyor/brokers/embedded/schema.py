@@ -13,7 +13,8 @@ APPLICATION_ID = 0x436F6E76  # "Conv"
 # (highest priority, earliest available, lowest id) and stops after max_messages rows, so
 # the cost of a receive does not grow with the depth of the queue. A lease moves a row
 # along it by setting available_at_ms to the lease deadline: an expired lease is simply a
-# row that is available again, and no reaper is needed.
+# row that is available again, and no reaper is needed. It also covers leased and size,
+# so stats count a queue without touching the table.
 _V1 = (
     """CREATE TABLE queues (
         id INTEGER PRIMARY KEY,
@@ -65,7 +66,7 @@ _V1 = (
         body BLOB NOT NULL
     )""",
     "CREATE INDEX messages_delivery_order"
-    " ON messages (queue_id, priority DESC, available_at_ms, id)",
+    " ON messages (queue_id, priority DESC, available_at_ms, id, leased, size)",
     "CREATE INDEX messages_expiry ON messages (queue_id, expires_at_ms)"
     " WHERE expires_at_ms IS NOT NULL",
     "CREATE TABLE waiters (address TEXT PRIMARY KEY, queue_id INTEGER NOT NULL) WITHOUT ROWID",

@@ -73,13 +73,19 @@ class Topology:
         return [], exchange
 
 
+VERSION_QUERY = "SELECT value FROM meta WHERE key = 'topology_version'"
+
+
+def version(connection: sqlite3.Connection) -> int:
+    (number,) = connection.execute(VERSION_QUERY).fetchone()
+    return int(number)
+
+
 def current(connection: sqlite3.Connection, cached: Topology | None) -> Topology:
-    (version,) = connection.execute(
-        "SELECT value FROM meta WHERE key = 'topology_version'"
-    ).fetchone()
-    if cached is not None and cached.version == version:
+    number = version(connection)
+    if cached is not None and cached.version == number:
         return cached
-    return _load(connection, version)
+    return _load(connection, number)
 
 
 def _load(connection: sqlite3.Connection, version: int) -> Topology:
@@ -132,7 +138,7 @@ def declare_queue(connection: sqlite3.Connection, spec: QueueSpec, now_ms: int) 
 
 def delete_queue(connection: sqlite3.Connection, queue: StoredQueue) -> int:
     (count,) = connection.execute(
-        "SELECT message_count FROM queues WHERE id = ?", (queue.id,)
+        "SELECT count(*) FROM messages WHERE queue_id = ?", (queue.id,)
     ).fetchone()
     connection.execute("DELETE FROM messages WHERE queue_id = ?", (queue.id,))
     connection.execute("DELETE FROM waiters WHERE queue_id = ?", (queue.id,))

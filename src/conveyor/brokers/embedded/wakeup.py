@@ -17,8 +17,10 @@ import socket
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
+
+from conveyor.brokers.embedded import topology
 
 _ABSTRACT = sys.platform == "linux"
 
@@ -88,11 +90,16 @@ def unregister(connection: sqlite3.Connection, addresses: Iterable[str]) -> None
     connection.executemany("DELETE FROM waiters WHERE address = ?", [(a,) for a in addresses])
 
 
-def waiting_on(connection: sqlite3.Connection, queue_ids: Iterable[int]) -> list[str]:
-    return [
-        address
-        for queue_id in queue_ids
-        for (address,) in connection.execute(
-            "SELECT address FROM waiters WHERE queue_id = ?", (queue_id,)
-        )
-    ]
+def version_and_waiters(
+    connection: sqlite3.Connection, queue_ids: Collection[int]
+) -> tuple[int, list[str]]:
+    """The topology version and the receivers waiting on ``queue_ids``, in one statement."""
+    if not queue_ids:
+        return topology.version(connection), []
+    rows = connection.execute(
+        f"{topology.VERSION_QUERY.replace('value', 'value, NULL')} UNION ALL"
+        f" SELECT NULL, address FROM waiters WHERE queue_id IN ({','.join('?' * len(queue_ids))})",
+        tuple(queue_ids),
+    ).fetchall()
+    version = next(row[0] for row in rows if row[0] is not None)
+    return version, [row[1] for row in rows if row[1] is not None]
