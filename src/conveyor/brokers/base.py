@@ -20,7 +20,14 @@ from enum import StrEnum
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Self
 
-from conveyor.brokers.types import Binding, Delivery, ExchangeSpec, QueueSpec, QueueStats
+from conveyor.brokers.types import (
+    Binding,
+    Delivery,
+    ExchangeSpec,
+    ExchangeStats,
+    QueueSpec,
+    QueueStats,
+)
 from conveyor.errors import ConfigError, NotSupported
 from conveyor.message import Message
 
@@ -117,6 +124,13 @@ class Broker(ABC):
     @abstractmethod
     async def delete_exchange(self, name: str) -> None:
         """Delete the exchange and its bindings; queues and messages stay."""
+
+    @abstractmethod
+    async def exchange_stats(self, name: str) -> ExchangeStats:
+        """The exchange's type and bindings, and how many unroutable messages it dropped.
+
+        ``""`` is the default exchange, which has no bindings.
+        """
 
     @abstractmethod
     async def bind(self, binding: Binding) -> None:

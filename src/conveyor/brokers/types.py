@@ -220,3 +220,13 @@ class QueueStats:
     @property
     def depth(self) -> int:
         return self.ready + self.delayed + self.unacked
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeStats:
+    """An exchange, its bindings, and how many messages it could route nowhere (dropped)."""
+
+    exchange: str
+    type: ExchangeType
+    bindings: tuple[Binding, ...]
+    unroutable: int

@@ -25,6 +25,7 @@ from conveyor.brokers.types import (
     Binding,
     Delivery,
     ExchangeSpec,
+    ExchangeStats,
     QueueSpec,
     QueueStats,
     as_float,
@@ -93,7 +94,7 @@ class EmbeddedBroker(Broker):
         self._db: Database | None = None
         self._topology: Topology | None = None
         self._notifier = wakeup.Notifier()
-        self._last_sweep_ms = 0
+        self._maintenance_due_ms = 0
         self._unflushed: dict[int, list[int]] = {}
         self._flushed_at = time.monotonic()
 
@@ -216,12 +217,16 @@ class EmbeddedBroker(Broker):
         return await self._write(lambda c, t, _: queues.purge(c, t.queue(name), now_ms()))
 
     async def list_queues(self) -> list[QueueSpec]:
+        await self._maintain()
+
         def listing(connection: sqlite3.Connection, topology: Topology) -> list[QueueSpec]:
             return [queue.spec for _, queue in sorted(topology.queues.items())]
 
         return await self._read(listing)
 
     async def queue_stats(self, name: str) -> QueueStats:
+        await self._maintain()
+
         def read(connection: sqlite3.Connection, known: Topology) -> QueueStats:
             queue = known.queue(name)
             unflushed = self._unflushed.get(queue.id, (0, 0, 0, 0))
@@ -234,6 +239,9 @@ class EmbeddedBroker(Broker):
 
     async def delete_exchange(self, name: str) -> None:
         await self._change_topology(lambda c, t: topology.delete_exchange(c, name))
+
+    async def exchange_stats(self, name: str) -> ExchangeStats:
+        return await self._read(lambda c, t: topology.exchange_stats(c, t, name))
 
     async def bind(self, binding: Binding) -> None:
         await self._change_topology(lambda c, t: topology.bind(c, t, binding))
@@ -287,8 +295,7 @@ class EmbeddedBroker(Broker):
         lease = as_seconds(lease_timeout, "lease_timeout", positive=True)
         deadline = time.monotonic() + (as_seconds(wait, "wait") or 0.0)
         lease_args = (queue, max_messages, lease)
-        if now_ms() - self._last_sweep_ms >= 1000:
-            await self._sweep_unused_queues()
+        await self._maintain()
         deliveries, _ = await self._write(partial(self._lease, *lease_args, None))
         if deliveries or deadline <= time.monotonic():
             return deliveries
@@ -302,10 +309,10 @@ class EmbeddedBroker(Broker):
                 registered = address is not None and not deliveries
                 if not registered:
                     return deliveries
-                pause = min(remaining, self.options.poll_interval)
-                if next_ms is not None:
-                    pause = min(pause, max(next_ms / 1000 - time.time(), 0.0))
-                await signal.wait(pause)
+                due_ms = min(next_ms or self._maintenance_due_ms, self._maintenance_due_ms)
+                pause = min(remaining, self.options.poll_interval, due_ms / 1000 - time.time())
+                await signal.wait(max(pause, 0.0))
+                await self._maintain()
         finally:
             signal.close()
             if registered:
@@ -343,20 +350,27 @@ class EmbeddedBroker(Broker):
         wakeup.register(connection, waiter, queue.id)
         return deliveries, queues.next_available_ms(connection, queue)
 
-    async def _sweep_unused_queues(self) -> None:
-        """Delete queues unused for longer than their ``expires`` (run at most once a second)."""
-        self._last_sweep_ms = now_ms()
+    async def _maintain(self) -> None:
+        """Expire messages past their TTL and delete queues unused past ``expires``.
 
-        def sweep(connection: sqlite3.Connection, known: Topology) -> None:
-            for (name,) in connection.execute(
-                "SELECT name FROM queues WHERE expires_ms IS NOT NULL"
-                " AND last_used_ms + expires_ms <= ?"
-                " AND id NOT IN (SELECT queue_id FROM waiters)",
-                (self._last_sweep_ms,),
-            ).fetchall():
-                topology.delete_queue(connection, known.queue(name))
+        The embedded broker has no server process, so every broker does this on its way
+        through receive, stats and listings: when the next message is due to expire, and at
+        least once a second. It is idempotent, so several processes doing it is harmless.
+        """
+        now = now_ms()
+        if now < self._maintenance_due_ms:
+            return
 
-        await self._change_topology(sweep)
+        def expire(connection: sqlite3.Connection, known: Topology, changes: Changes) -> int:
+            return queues.expire(connection, known, None, now, changes)
+
+        more = await self._write(expire) > 0
+        unused = await self._change_topology(partial(_delete_unused_queues, now))
+        next_expiry = await self._read(lambda c, t: queues.next_expiry_ms(c))
+        due = now if more else now + 1000
+        self._maintenance_due_ms = min(due, next_expiry or due)
+        if unused:
+            self._topology = None
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
@@ -391,6 +405,17 @@ class EmbeddedBroker(Broker):
         if not until_ms:
             raise LeaseLost(delivery.queue, delivery.message.id)
         return delivery.with_deadline(until_ms / 1000)
+
+
+def _delete_unused_queues(now: int, connection: sqlite3.Connection, known: Topology) -> int:
+    names = connection.execute(
+        "SELECT name FROM queues WHERE expires_ms IS NOT NULL AND last_used_ms + expires_ms <= ?"
+        " AND id NOT IN (SELECT queue_id FROM waiters)",
+        (now,),
+    ).fetchall()
+    for (name,) in names:
+        topology.delete_queue(connection, known.queue(name))
+    return len(names)
 
 
 def _add_counters(

@@ -372,18 +372,38 @@ def extend(connection: sqlite3.Connection, delivery: Delivery, until_ms: int, no
 def expire(
     connection: sqlite3.Connection,
     topology: Topology,
-    queue: StoredQueue,
+    queue: StoredQueue | None,
     now_ms: int,
     changes: Changes,
-) -> None:
-    """Dead-letter (or drop) messages past their TTL that no live lease holds."""
+    *,
+    limit: int = 1000,
+) -> int:
+    """Dead-letter (or drop) messages past their TTL that no live lease holds.
+
+    ``queue=None`` expires across all queues. Returns how many expired.
+    """
+    where = "expires_at_ms <= ?" + ("" if queue is None else " AND queue_id = ?")
+    parameters = (now_ms,) if queue is None else (now_ms, queue.id)
     rows = connection.execute(
-        f"SELECT {_COLUMNS} FROM messages WHERE queue_id = ? AND expires_at_ms <= ?"
-        f" AND {_NOT_LEASED} LIMIT 1000",
-        (queue.id, now_ms, now_ms),
+        f"SELECT queue_id, {_COLUMNS} FROM messages WHERE {where} AND {_NOT_LEASED} LIMIT ?",
+        (*parameters, now_ms, limit),
     ).fetchall()
-    if rows:
-        dead_letter(connection, topology, queue, rows, DeadLetterReason.EXPIRED, now_ms, changes)
+    by_queue: dict[int, list[Sequence[Any]]] = defaultdict(list)
+    for row in rows:
+        by_queue[row[0]].append(row[1:])
+    for queue_id, queue_rows in by_queue.items():
+        source = topology.queues_by_id[queue_id]
+        dead_letter(
+            connection, topology, source, queue_rows, DeadLetterReason.EXPIRED, now_ms, changes
+        )
+    return len(rows)
+
+
+def next_expiry_ms(connection: sqlite3.Connection) -> int | None:
+    (earliest,) = connection.execute(
+        "SELECT min(expires_at_ms) FROM messages WHERE expires_at_ms IS NOT NULL"
+    ).fetchone()
+    return None if earliest is None else int(earliest)
 
 
 def dead_letter(

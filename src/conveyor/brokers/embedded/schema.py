@@ -67,8 +67,7 @@ _V1 = (
     )""",
     "CREATE INDEX messages_delivery_order"
     " ON messages (queue_id, priority DESC, available_at_ms, id, leased, size)",
-    "CREATE INDEX messages_expiry ON messages (queue_id, expires_at_ms)"
-    " WHERE expires_at_ms IS NOT NULL",
+    "CREATE INDEX messages_expiry ON messages (expires_at_ms) WHERE expires_at_ms IS NOT NULL",
     "CREATE TABLE waiters (address TEXT PRIMARY KEY, queue_id INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE INDEX waiters_by_queue ON waiters (queue_id)",
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",

@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.brokers.types import Binding, ExchangeSpec, QueueSpec, as_float
+from conveyor.brokers.types import Binding, ExchangeSpec, ExchangeStats, QueueSpec, as_float
 from conveyor.errors import ConfigError, ExchangeNotFound, QueueNotFound, Unroutable
 from conveyor.routing import ExchangeType, Route, matching_queues
 
@@ -211,3 +211,21 @@ def _check_not_default(name: str) -> None:
             "the default exchange routes by queue name and cannot be bound or deleted; "
             "declare an exchange of your own"
         )
+
+
+def exchange_stats(connection: sqlite3.Connection, topology: Topology, name: str) -> ExchangeStats:
+    stored = topology.exchanges.get(name)
+    if stored is None:
+        raise ExchangeNotFound(name)
+    (unroutable,) = connection.execute(
+        "SELECT unroutable FROM exchanges WHERE name = ?", (name,)
+    ).fetchone()
+    return ExchangeStats(
+        exchange=name,
+        type=stored.spec.type if stored.spec else ExchangeType.DIRECT,
+        bindings=tuple(
+            Binding(name, route.queue, route.routing_key, route.arguments or {})
+            for route in stored.routes
+        ),
+        unroutable=unroutable,
+    )
