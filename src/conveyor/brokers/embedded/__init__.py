@@ -362,7 +362,7 @@ class EmbeddedBroker(Broker):
             return
 
         def expire(connection: sqlite3.Connection, known: Topology, changes: Changes) -> int:
-            return queues.expire(connection, known, None, now, changes)
+            return queues.expire(connection, known, now, changes)
 
         more = await self._write(expire) > 0
         unused = await self._change_topology(partial(_delete_unused_queues, now))

@@ -239,17 +239,19 @@ def lease(
     now_ms: int,
     changes: Changes,
 ) -> list[Delivery]:
-    """Lease up to ``max_messages`` from the head of the queue, dead-lettering poison."""
+    """Lease up to ``max_messages`` from the head of the queue, dead-lettering poison.
+
+    Expired messages are skipped here and dead-lettered by ``expire``.
+    """
     if queue.spec.expires is not None:
         connection.execute("UPDATE queues SET last_used_ms = ? WHERE id = ?", (now_ms, queue.id))
-    expire(connection, topology, queue, now_ms, changes)
     limit = queue.spec.delivery_limit
     deliveries: list[Delivery] = []
     while len(deliveries) < max_messages:
         rows = connection.execute(
             f"SELECT {_COLUMNS} FROM messages WHERE queue_id = ? AND available_at_ms <= ?"
-            f" {_DELIVERY_ORDER} LIMIT ?",
-            (queue.id, now_ms, max_messages - len(deliveries)),
+            f" AND (expires_at_ms IS NULL OR expires_at_ms > ?) {_DELIVERY_ORDER} LIMIT ?",
+            (queue.id, now_ms, now_ms, max_messages - len(deliveries)),
         ).fetchall()
         if not rows:
             break
@@ -372,21 +374,19 @@ def extend(connection: sqlite3.Connection, delivery: Delivery, until_ms: int, no
 def expire(
     connection: sqlite3.Connection,
     topology: Topology,
-    queue: StoredQueue | None,
     now_ms: int,
     changes: Changes,
     *,
     limit: int = 1000,
 ) -> int:
-    """Dead-letter (or drop) messages past their TTL that no live lease holds.
+    """Dead-letter (or drop) messages of any queue past their TTL that no live lease holds.
 
-    ``queue=None`` expires across all queues. Returns how many expired.
+    Returns how many expired. Receive skips expired messages; this moves them on.
     """
-    where = "expires_at_ms <= ?" + ("" if queue is None else " AND queue_id = ?")
-    parameters = (now_ms,) if queue is None else (now_ms, queue.id)
     rows = connection.execute(
-        f"SELECT queue_id, {_COLUMNS} FROM messages WHERE {where} AND {_NOT_LEASED} LIMIT ?",
-        (*parameters, now_ms, limit),
+        f"SELECT queue_id, {_COLUMNS} FROM messages WHERE expires_at_ms <= ? AND {_NOT_LEASED}"
+        " LIMIT ?",
+        (now_ms, now_ms, limit),
     ).fetchall()
     by_queue: dict[int, list[Sequence[Any]]] = defaultdict(list)
     for row in rows:
