@@ -21,13 +21,15 @@ from conveyor.message import Message, decode_headers, encode_headers
 
 _INSERT = (
     "INSERT INTO messages (queue_id, priority, available_at_ms, expires_at_ms, enqueued_at_ms,"
-    " size, message_id, exchange, routing_key, timestamp, ttl, content_type, headers, body)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " size, message_id, exchange, routing_key, timestamp, ttl, content_type, headers, body,"
+    " message_priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _COLUMNS = (
     "id, priority, delivery_count, size, message_id, exchange, routing_key, timestamp, ttl,"
-    " content_type, headers, body"
+    " content_type, headers, body, message_priority"
 )
+# ``priority`` orders delivery (0 on queues without max_priority, capped at it otherwise);
+# ``message_priority`` is what the publisher set, handed back unchanged.
 _DELIVERY_ORDER = "ORDER BY priority DESC, available_at_ms, id"
 # A row not held by a live lease: ready, delayed, or leased by someone whose lease lapsed.
 _NOT_LEASED = "(leased = 0 OR available_at_ms <= ?)"
@@ -152,6 +154,7 @@ def store(
                     message.content_type,
                     prepared.headers,
                     message.body,
+                    message.priority,
                 )
             )
             sizes[queue.id] += prepared.size
@@ -290,7 +293,7 @@ def _message(row: Sequence[Any]) -> Message:
         body=row[11],
         routing_key=row[6],
         headers=decode_headers(row[10]),
-        priority=row[1],
+        priority=row[12],
         ttl=row[8],
         id=row[4],
         timestamp=row[7],
@@ -432,7 +435,9 @@ def dead_letter(
     if spec.dead_letter_exchange is None:
         return
     for row in rows:
-        routing_key = spec.dead_letter_routing_key or row[6]
+        routing_key = (
+            row[6] if spec.dead_letter_routing_key is None else spec.dead_letter_routing_key
+        )
         headers = _with_death(row, spec.name, reason, now_ms)
         encoded = encode_headers(headers)
         size = len(row[11]) + (len(encoded) if encoded else 0)
@@ -444,7 +449,7 @@ def dead_letter(
                 continue
             new_row = (
                 target.id,
-                _priority(target, row[1]),
+                _priority(target, row[12]),
                 now_ms,
                 _expiry_ms(target, None, now_ms),
                 now_ms,
@@ -457,6 +462,7 @@ def dead_letter(
                 row[9],
                 encoded,
                 row[11],
+                row[12],
             )
             try:
                 _insert(connection, target, [new_row], size, changes, counts_as_published=False)

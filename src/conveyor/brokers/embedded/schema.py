@@ -63,7 +63,8 @@ _V1 = (
         ttl REAL,
         content_type TEXT,
         headers TEXT,
-        body BLOB NOT NULL
+        body BLOB NOT NULL,
+        message_priority INTEGER NOT NULL
     )""",
     "CREATE INDEX messages_delivery_order"
     " ON messages (queue_id, priority DESC, available_at_ms, id, leased, size)",
