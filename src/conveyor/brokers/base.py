@@ -85,7 +85,10 @@ class Broker(ABC):
 
     @abstractmethod
     async def connect(self) -> None:
-        """Open connections; validates the store. Idempotent."""
+        """Open connections and check the store is usable (for files: header and schema).
+
+        Idempotent. Damage deeper inside a file surfaces on the operation that meets it.
+        """
 
     @abstractmethod
     async def close(self) -> None:

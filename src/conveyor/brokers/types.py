@@ -204,7 +204,14 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """A snapshot of one queue. Counters count since the queue was declared."""
+    """A snapshot of one queue.
+
+    ``ready``, ``delayed``, ``unacked`` and ``bytes`` are exact. The lifetime counters
+    (``published``, ``delivered``, ``acked``, ``dead_lettered``) are statistics, as
+    RabbitMQ's rates are: each process stores its own at most once a second and when it
+    closes, so another process's last second may not show yet, and a process killed
+    outright takes its last second of counting with it. Messages are never affected.
+    """
 
     queue: str
     ready: int

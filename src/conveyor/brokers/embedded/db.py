@@ -96,7 +96,7 @@ class Database:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if application_id != APPLICATION_ID:
             tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if tables or application_id:
+            if tables or application_id or version:
                 raise NotAConveyorDatabase(
                     self.label,
                     f"{self.label} is a SQLite database of another program, not a Conveyor "
