@@ -23,8 +23,12 @@ typecheck: $(STAMP)
 
 check: lint typecheck
 
+PURE := src/conveyor/errors.py,src/conveyor/message.py,src/conveyor/names.py,src/conveyor/routing.py
+
 test: check
 	$(BIN)/pytest -m "not slow" --cov --cov-report=term:skip-covered -q
+	$(BIN)/coverage report --include='$(PURE)' --fail-under=100 > /dev/null \
+		|| { $(BIN)/coverage report --include='$(PURE)' -m; exit 1; }
 
 test-nightly: check
 	$(BIN)/pytest -q

@@ -89,3 +89,12 @@ def test_headers_round_trip_and_refuse_what_json_cannot_hold() -> None:
     assert decode_headers(encode_headers({"a": [1, "x"], "b": None})) == {"a": [1, "x"], "b": None}
     with pytest.raises(MessageError, match="JSON-compatible"):
         encode_headers({"when": object()})
+
+
+def test_stored_headers_that_are_not_a_json_object_raise_decode_error() -> None:
+    from conveyor.errors import DecodeError
+
+    with pytest.raises(DecodeError, match="not valid JSON"):
+        decode_headers("{broken")
+    with pytest.raises(DecodeError, match="not a JSON object"):
+        decode_headers("[1, 2]")
