@@ -38,6 +38,8 @@ from bench.harness import (
     terminating,
 )
 from conveyor import Broker, Message, QueueSpec, open_broker
+from conveyor.brokers.embedded.queues import INSERT_MESSAGE
+from conveyor.brokers.embedded.schema import MIGRATIONS
 
 QUEUE = "bench"
 BODY_SIZE = 100
@@ -201,35 +203,11 @@ def measure(directory: Path, sizes: Sizes) -> Figures:
 
 # the raw sqlite3 baseline
 
-RAW_SCHEMA = (
-    """CREATE TABLE messages (
-        id INTEGER PRIMARY KEY,
-        queue_id INTEGER NOT NULL,
-        priority INTEGER NOT NULL,
-        available_at_ms INTEGER NOT NULL,
-        expires_at_ms INTEGER,
-        enqueued_at_ms INTEGER NOT NULL,
-        leased INTEGER NOT NULL DEFAULT 0,
-        lease_token TEXT,
-        delivery_count INTEGER NOT NULL DEFAULT 0,
-        size INTEGER NOT NULL,
-        message_id TEXT NOT NULL,
-        exchange TEXT NOT NULL,
-        routing_key TEXT NOT NULL,
-        timestamp REAL NOT NULL,
-        ttl REAL,
-        content_type TEXT,
-        headers TEXT,
-        body BLOB NOT NULL
-    )""",
-    "CREATE INDEX messages_delivery_order"
-    " ON messages (queue_id, priority DESC, available_at_ms, id)",
+# The engine's own messages table and indexes, so the baseline does the same SQL work.
+RAW_SCHEMA = tuple(
+    statement for statement in MIGRATIONS[0] if " messages" in statement.split("(")[0]
 )
-RAW_INSERT = (
-    "INSERT INTO messages (queue_id, priority, available_at_ms, expires_at_ms, enqueued_at_ms,"
-    " size, message_id, exchange, routing_key, timestamp, ttl, content_type, headers, body)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+RAW_INSERT = INSERT_MESSAGE
 
 
 def raw_connection(path: Path) -> sqlite3.Connection:
@@ -261,6 +239,7 @@ def raw_row() -> tuple[Any, ...]:
         None,
         None,
         BODY,
+        0,
     )
 
 

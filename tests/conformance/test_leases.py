@@ -7,12 +7,24 @@ import time
 
 import pytest
 
-from conveyor import Broker, Capability, Message, QueueSpec
+from conveyor import Broker, Capability, Delivery, Message, QueueSpec
 from conveyor.errors import LeaseLost
 from tests.conformance.helpers import Stopwatch, bodies, publish_bodies
 
 LAPSE = 0.2  # lease_timeout for leases a test lets lapse
 PAST_LAPSE = 0.35  # how long to sleep for such a lease to have lapsed
+
+
+async def lapsed_then_redelivered(broker: Broker, name: str) -> tuple[Delivery, Delivery]:
+    """One message whose first lease lapsed and which a second receive now holds."""
+    await broker.declare_queue(QueueSpec(name))
+    await publish_bodies(broker, name, b"a")
+    stale = await broker.get(name, lease_timeout=LAPSE)
+    assert stale is not None
+    await asyncio.sleep(PAST_LAPSE)
+    current = await broker.get(name, lease_timeout=10)
+    assert current is not None
+    return stale, current
 
 
 @pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
@@ -136,13 +148,7 @@ async def test_extend_lease_with_a_lapsed_lease_raises_lease_lost(
 async def test_stale_ack_after_redelivery_raises_lease_lost_and_keeps_the_message(
     broker: Broker, name: str
 ) -> None:
-    await broker.declare_queue(QueueSpec(name))
-    await publish_bodies(broker, name, b"a")
-    stale = await broker.get(name, lease_timeout=LAPSE)
-    assert stale is not None
-    await asyncio.sleep(PAST_LAPSE)
-    current = await broker.get(name, lease_timeout=10)
-    assert current is not None
+    stale, current = await lapsed_then_redelivered(broker, name)
 
     with pytest.raises(LeaseLost):
         await broker.ack(stale)
@@ -156,13 +162,7 @@ async def test_stale_ack_after_redelivery_raises_lease_lost_and_keeps_the_messag
 async def test_stale_nack_after_redelivery_raises_lease_lost_and_leaves_the_new_lease(
     broker: Broker, name: str
 ) -> None:
-    await broker.declare_queue(QueueSpec(name))
-    await publish_bodies(broker, name, b"a")
-    stale = await broker.get(name, lease_timeout=LAPSE)
-    assert stale is not None
-    await asyncio.sleep(PAST_LAPSE)
-    current = await broker.get(name, lease_timeout=10)
-    assert current is not None
+    stale, current = await lapsed_then_redelivered(broker, name)
 
     with pytest.raises(LeaseLost):
         await broker.nack(stale)
@@ -175,13 +175,7 @@ async def test_stale_nack_after_redelivery_raises_lease_lost_and_leaves_the_new_
 async def test_stale_extend_after_redelivery_raises_lease_lost_and_leaves_the_new_lease(
     broker: Broker, name: str
 ) -> None:
-    await broker.declare_queue(QueueSpec(name))
-    await publish_bodies(broker, name, b"a")
-    stale = await broker.get(name, lease_timeout=LAPSE)
-    assert stale is not None
-    await asyncio.sleep(PAST_LAPSE)
-    current = await broker.get(name, lease_timeout=10)
-    assert current is not None
+    stale, current = await lapsed_then_redelivered(broker, name)
 
     with pytest.raises(LeaseLost):
         await broker.extend_lease(stale, 30)

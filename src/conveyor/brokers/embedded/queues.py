@@ -19,7 +19,7 @@ from conveyor.brokers.types import DeadLetterReason, Delivery, Overflow, QueueSt
 from conveyor.errors import QueueFull
 from conveyor.message import Message, decode_headers, encode_headers
 
-_INSERT = (
+INSERT_MESSAGE = (
     "INSERT INTO messages (queue_id, priority, available_at_ms, expires_at_ms, enqueued_at_ms,"
     " size, message_id, exchange, routing_key, timestamp, ttl, content_type, headers, body,"
     " message_priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -192,9 +192,9 @@ def _insert(
         if spec.max_bytes and held + size > spec.max_bytes:
             raise QueueFull(spec.name, f"max_bytes {spec.max_bytes}")
     if len(rows) == 1:
-        connection.execute(_INSERT, rows[0])
+        connection.execute(INSERT_MESSAGE, rows[0])
     else:
-        connection.executemany(_INSERT, rows)
+        connection.executemany(INSERT_MESSAGE, rows)
     _hold(connection, queue, len(rows), size)
     changes.woken_queue_ids.add(queue.id)
     if counts_as_published:
