@@ -15,9 +15,20 @@ ConveyorError
 │  ├─ QueueFull                max length reached with overflow "reject-publish"
 │  ├─ Unroutable               a mandatory publish matched no queue
 │  └─ LeaseLost                ack/nack/extend after the lease passed to someone else
-└─ MessageError
-   ├─ DecodeError
-   └─ MessageTooLarge
+├─ MessageError
+│  ├─ DecodeError
+│  ├─ MessageTooLarge
+│  └─ ValidationError          task arguments do not fit the task's signature or types
+├─ TaskError                   raised by task code to steer retries
+│  ├─ TemporaryError           retry (after ``delay`` if given)
+│  ├─ PermanentError           do not retry: dead-letter now
+│  ├─ Retry                    retry after ``delay``, as the task asks
+│  ├─ TaskTimeout              the task ran past its timeout
+│  └─ RateLimited
+└─ JobError
+   ├─ JobNotFound
+   ├─ ResultTimeout            the job did not finish within the wait
+   └─ JobFailed                the job ended failed or dead; carries its error
 ```
 
 Errors carry their context as attributes (``queue``, ``capability``...) so that callers
@@ -154,4 +165,91 @@ class MessageTooLarge(MessageError):
         super().__init__(
             f"message of {size} bytes is over the {limit}-byte limit; store large payloads "
             "elsewhere and send a reference, or raise max_message_size in the broker URL"
+        )
+
+
+class ValidationError(MessageError):
+    """Task arguments do not match the task's signature or types; names the field."""
+
+    def __init__(self, task: str, field: str, problem: str) -> None:
+        self.task = task
+        self.field = field
+        self.problem = problem
+        super().__init__(
+            f"task {task!r}: argument {field!r} {problem}; fix the call (nothing was sent)"
+        )
+
+
+class TaskError(ConveyorError):
+    """Raised by task code to say how its failure should be handled."""
+
+
+class TemporaryError(TaskError):
+    """A failure worth retrying (a timeout talking to a server, a 503, a locked row)."""
+
+    def __init__(self, message: str = "", *, delay: float | None = None) -> None:
+        self.delay = delay
+        super().__init__(message)
+
+
+class PermanentError(TaskError):
+    """A failure no retry will fix: the message goes straight to the dead-letter queue."""
+
+
+class Retry(TaskError):
+    """Ask for another attempt after ``delay`` seconds (counts as an attempt)."""
+
+    def __init__(self, delay: float = 0.0, message: str = "") -> None:
+        self.delay = delay
+        super().__init__(message or f"retry requested in {delay:g}s")
+
+
+class TaskTimeout(TaskError):
+    def __init__(self, task: str, timeout: float) -> None:
+        self.task = task
+        self.timeout = timeout
+        super().__init__(
+            f"task {task!r} ran longer than its timeout of {timeout:g}s; raise timeout= on the "
+            "task or split the work"
+        )
+
+
+class RateLimited(TaskError):
+    """A task's rate limit is exhausted; ``delay`` says when a slot frees up."""
+
+    def __init__(self, task: str, delay: float) -> None:
+        self.task = task
+        self.delay = delay
+        super().__init__(f"task {task!r} is over its rate limit; next slot in {delay:.3f}s")
+
+
+class JobError(ConveyorError):
+    """A job handle's question cannot be answered as asked."""
+
+
+class JobNotFound(JobError):
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job {job_id!r}: it never existed, or its record expired (result_ttl)")
+
+
+class ResultTimeout(JobError):
+    def __init__(self, job_id: str, timeout: float) -> None:
+        self.job_id = job_id
+        self.timeout = timeout
+        super().__init__(
+            f"job {job_id!r} did not finish within {timeout:g}s; wait longer or check its "
+            "status and the workers"
+        )
+
+
+class JobFailed(JobError):
+    """The job failed for good; ``error`` holds its type, message and traceback."""
+
+    def __init__(self, job_id: str, error: dict[str, object]) -> None:
+        self.job_id = job_id
+        self.error = error
+        super().__init__(
+            f"job {job_id!r} failed: {error.get('type')}: {error.get('message')}; see its "
+            "dead letter for the traceback"
         )
