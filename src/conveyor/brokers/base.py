@@ -25,8 +25,13 @@ from conveyor.brokers.types import (
     Delivery,
     ExchangeSpec,
     ExchangeStats,
+    JobRecord,
+    JobSubmission,
+    QueuedMessage,
     QueueSpec,
     QueueStats,
+    Settlement,
+    WorkerInfo,
 )
 from conveyor.errors import ConfigError, NotSupported
 from conveyor.message import Message
@@ -233,6 +238,80 @@ class Broker(ABC):
 
         Raises LeaseLost if the lease already lapsed.
         """
+
+    # browsing and moving, for operators and dead-letter tooling
+
+    async def browse(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[QueuedMessage]:
+        """Messages in delivery order, without leasing or changing them."""
+        raise NotSupported("browse", self.scheme)
+
+    async def move_messages(
+        self, queue: str, to_queue: str, *, message_ids: Sequence[str] | None = None
+    ) -> int:
+        """Move waiting (not leased) messages to another queue as new deliveries.
+
+        ``message_ids=None`` moves all. Jobs whose messages move become queued again.
+        Returns how many moved. Atomic.
+        """
+        raise NotSupported("move_messages", self.scheme)
+
+    # jobs (Capability.RESULTS)
+
+    async def submit_jobs(self, submissions: Sequence[JobSubmission]) -> list[JobRecord]:
+        """Record each job and enqueue its message, in one step where the backend can.
+
+        Returns the records; a submission matched by its idempotency key returns the
+        existing job and enqueues nothing.
+        """
+        self.require(Capability.RESULTS)
+        raise NotImplementedError
+
+    async def get_job(self, job_id: str) -> JobRecord:
+        """The job's record, with ``running`` derived from a live lease. Raises JobNotFound."""
+        self.require(Capability.RESULTS)
+        raise NotImplementedError
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[Settlement]:
+        """Settle delivered jobs: message and record change together.
+
+        Returns the settlements whose lease had lapsed (those messages are redelivered and
+        their records are left unchanged).
+        """
+        self.require(Capability.RESULTS)
+        raise NotImplementedError
+
+    async def set_progress(self, job_id: str, progress: object) -> None:
+        """Store a running job's progress (any JSON value)."""
+        self.require(Capability.RESULTS)
+
+    async def cancel_job(self, job_id: str) -> bool:
+        """Cancel a job that has not started: True if it was cancelled, False if too late."""
+        self.require(Capability.RESULTS)
+        raise NotImplementedError
+
+    async def succeeded_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of these idempotency keys belong to a job that already succeeded."""
+        self.require(Capability.RESULTS)
+        raise NotImplementedError
+
+    # coordination between worker processes (Capability.RESULTS)
+
+    async def heartbeat(self, worker: WorkerInfo) -> None:
+        """Record a worker as alive now."""
+        self.require(Capability.RESULTS)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        self.require(Capability.RESULTS)
+        raise NotImplementedError
+
+    async def forget_worker(self, worker_id: str) -> None:
+        self.require(Capability.RESULTS)
+
+    async def acquire_rate(self, key: str, *, per_second: float, burst: int) -> float:
+        """Take one token from a bucket shared by every process; 0.0 if taken, else the
+        seconds until one frees up (nothing taken)."""
+        self.require(Capability.RESULTS)
+        raise NotImplementedError
 
     def sync(self) -> SyncBroker:
         """A blocking facade for code without an event loop (scripts, WSGI apps)."""

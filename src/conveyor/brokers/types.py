@@ -237,3 +237,103 @@ class ExchangeStats:
     type: ExchangeType
     bindings: tuple[Binding, ...]
     unroutable: int
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class JobSubmission:
+    """A job to record and its message to enqueue, as one step.
+
+    With an ``idempotency_key``, a job with the same key created less than
+    ``idempotency_window`` seconds ago is returned instead, and nothing is enqueued.
+    """
+
+    message: Message
+    queue: str
+    task: str
+    delay: float = 0.0
+    idempotency_key: str | None = None
+    idempotency_window: float = 3600.0
+    result_ttl: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """What is known of a job. Times are epoch seconds; ``result`` and ``progress`` are JSON."""
+
+    id: str
+    task: str
+    queue: str
+    status: JobStatus
+    attempts: int
+    created_at: float
+    updated_at: float
+    scheduled_for: float | None = None
+    first_attempt_at: float | None = None
+    last_attempt_at: float | None = None
+    result: Any = None
+    error: Mapping[str, Any] | None = None
+    progress: Any = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How one delivered job ended its attempt; the broker settles message and record together.
+
+    SUCCEEDED, FAILED and CANCELLED acknowledge the message; RETRYING gives it back after
+    ``retry_delay``; DEAD moves it to the queue's dead-letter target with a failure record.
+    """
+
+    delivery: Delivery
+    status: JobStatus
+    started_at: float
+    worker: str = ""
+    result: Any = None
+    error: Mapping[str, Any] | None = None
+    retry_delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A message as it waits in a queue, seen without leasing it."""
+
+    message: Message
+    queue: str
+    delivery_count: int
+    enqueued_at: float
+    available_at: float
+    leased: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker's last heartbeat."""
+
+    id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    started_at: float
+    heartbeat_at: float
+    running: int = 0
+    processed: int = 0
+    failed: int = 0
+    concurrency: int = 1

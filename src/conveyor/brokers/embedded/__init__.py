@@ -17,7 +17,7 @@ from functools import partial
 from typing import TypeVar
 
 from conveyor.brokers.base import Broker, Capability
-from conveyor.brokers.embedded import queues, topology, wakeup
+from conveyor.brokers.embedded import jobs, queues, topology, wakeup
 from conveyor.brokers.embedded.db import Database, Durability
 from conveyor.brokers.embedded.queues import Changes, now_ms
 from conveyor.brokers.embedded.topology import Topology
@@ -26,8 +26,13 @@ from conveyor.brokers.types import (
     Delivery,
     ExchangeSpec,
     ExchangeStats,
+    JobRecord,
+    JobSubmission,
+    QueuedMessage,
     QueueSpec,
     QueueStats,
+    Settlement,
+    WorkerInfo,
     as_float,
 )
 from conveyor.brokers.types import seconds as as_seconds
@@ -74,6 +79,7 @@ _QUEUE_CAPABILITIES = frozenset(
         Capability.MAX_LENGTH,
         Capability.DEAD_LETTER,
         Capability.LEASES,
+        Capability.RESULTS,
     }
 )
 
@@ -362,6 +368,7 @@ class EmbeddedBroker(Broker):
             return
 
         def expire(connection: sqlite3.Connection, known: Topology, changes: Changes) -> int:
+            jobs.expire(connection, now)
             return queues.expire(connection, known, now, changes)
 
         more = await self._write(expire) > 0
@@ -405,6 +412,68 @@ class EmbeddedBroker(Broker):
         if not until_ms:
             raise LeaseLost(delivery.queue, delivery.message.id)
         return delivery.with_deadline(until_ms / 1000)
+
+    # browsing and moving
+
+    async def browse(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[QueuedMessage]:
+        return await self._read(lambda c, t: queues.browse(c, t.queue(queue), limit, offset))
+
+    async def move_messages(
+        self, queue: str, to_queue: str, *, message_ids: Sequence[str] | None = None
+    ) -> int:
+        def work(connection: sqlite3.Connection, known: Topology, changes: Changes) -> int:
+            now = now_ms()
+            source, target = known.queue(queue), known.queue(to_queue)
+            rows = queues.waiting_rows(connection, source, now, message_ids=message_ids)
+            if not rows:
+                return 0
+            moved = queues.move(connection, source, target, rows, now, changes)
+            jobs.requeued(connection, moved, now)
+            return len(moved)
+
+        return await self._write(work)
+
+    # jobs
+
+    async def submit_jobs(self, submissions: Sequence[JobSubmission]) -> list[JobRecord]:
+        limit = self.options.max_message_size
+        prepared = [(s, queues.prepare(s.message, limit)) for s in submissions]
+        return await self._write(lambda c, t, ch: jobs.submit(c, t, prepared, now_ms(), ch))
+
+    async def get_job(self, job_id: str) -> JobRecord:
+        return await self._read(lambda c, t: jobs.get(c, job_id, now_ms()))
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[Settlement]:
+        if not settlements:
+            return []
+        return await self._write(lambda c, t, ch: jobs.settle(c, t, settlements, now_ms(), ch))
+
+    async def set_progress(self, job_id: str, progress: object) -> None:
+        await self._write(lambda c, t, _: jobs.set_progress(c, job_id, progress, now_ms()))
+
+    async def cancel_job(self, job_id: str) -> bool:
+        return await self._write(lambda c, t, _: jobs.cancel(c, t, job_id, now_ms()))
+
+    async def succeeded_keys(self, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        return await self._read(lambda c, t: jobs.succeeded_keys(c, keys))
+
+    async def heartbeat(self, worker: WorkerInfo) -> None:
+        await self._write(lambda c, t, _: jobs.heartbeat(c, worker, now_ms()))
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        return await self._read(lambda c, t: jobs.list_workers(c))
+
+    async def forget_worker(self, worker_id: str) -> None:
+        await self._write(
+            lambda c, t, _: c.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+        )
+
+    async def acquire_rate(self, key: str, *, per_second: float, burst: int) -> float:
+        return await self._write(
+            lambda c, t, _: jobs.acquire_rate(c, key, per_second, burst, now_ms())
+        )
 
 
 def _delete_unused_queues(now: int, connection: sqlite3.Connection, known: Topology) -> int:

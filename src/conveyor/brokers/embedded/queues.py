@@ -10,12 +10,19 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.brokers.embedded.topology import StoredQueue, Topology
-from conveyor.brokers.types import DeadLetterReason, Delivery, Overflow, QueueStats, as_float
+from conveyor.brokers.types import (
+    DeadLetterReason,
+    Delivery,
+    Overflow,
+    QueuedMessage,
+    QueueStats,
+    as_float,
+)
 from conveyor.errors import QueueFull
 from conveyor.message import Message, decode_headers, encode_headers
 
@@ -161,7 +168,7 @@ def store(
         routed.append(len(targets))
     for queue_id, queue_rows in rows.items():
         queue = topology.queues_by_id[queue_id]
-        _insert(connection, queue, queue_rows, sizes[queue_id], changes, counts_as_published=True)
+        insert(connection, queue, queue_rows, sizes[queue_id], changes, counts_as_published=True)
     for queue_id in rows:
         _drop_head_over_limits(
             connection, topology, topology.queues_by_id[queue_id], now_ms, changes
@@ -173,7 +180,7 @@ def store(
     return routed
 
 
-def _insert(
+def insert(
     connection: sqlite3.Connection,
     queue: StoredQueue,
     rows: list[tuple[Any, ...]],
@@ -182,6 +189,7 @@ def _insert(
     *,
     counts_as_published: bool,
 ) -> None:
+    """Insert rows into ``queue``; their rowids are consecutive, ending at last_insert_rowid()."""
     spec = queue.spec
     if spec.overflow is Overflow.REJECT_PUBLISH and (spec.max_length or spec.max_bytes):
         count, held = connection.execute(
@@ -417,6 +425,7 @@ def dead_letter(
     reason: DeadLetterReason,
     now_ms: int,
     changes: Changes,
+    extra_headers: Mapping[str, Any] | None = None,
 ) -> None:
     """Move rows out of ``queue`` to its dead-letter exchange (or drop them if it has none).
 
@@ -439,6 +448,8 @@ def dead_letter(
             row[6] if spec.dead_letter_routing_key is None else spec.dead_letter_routing_key
         )
         headers = _with_death(row, spec.name, reason, now_ms)
+        if extra_headers:
+            headers.update(extra_headers)
         encoded = encode_headers(headers)
         size = len(row[11]) + (len(encoded) if encoded else 0)
         targets, _ = topology.route(
@@ -465,7 +476,7 @@ def dead_letter(
                 row[12],
             )
             try:
-                _insert(connection, target, [new_row], size, changes, counts_as_published=False)
+                insert(connection, target, [new_row], size, changes, counts_as_published=False)
             except QueueFull:
                 continue  # as RabbitMQ does: a full reject-publish target drops dead letters
             _drop_head_over_limits(connection, topology, target, now_ms, changes)
@@ -583,3 +594,109 @@ def next_available_ms(connection: sqlite3.Connection, queue: StoredQueue) -> int
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def leased_rows(
+    connection: sqlite3.Connection, deliveries: Sequence[Delivery], now_ms: int
+) -> list[Any]:
+    """The stored rows of deliveries whose leases still hold."""
+    return [
+        row
+        for delivery in deliveries
+        for row in connection.execute(
+            f"SELECT {_COLUMNS} FROM messages"
+            " WHERE id = ? AND lease_token = ? AND available_at_ms > ?",
+            (delivery.tag, delivery.lease_token, now_ms),
+        )
+    ]
+
+
+def waiting_rows(
+    connection: sqlite3.Connection,
+    queue: StoredQueue,
+    now_ms: int,
+    *,
+    limit: int = -1,
+    offset: int = 0,
+    message_ids: Sequence[str] | None = None,
+) -> list[Any]:
+    """Rows not held by a live lease, in delivery order, with enqueued/available times."""
+    where = f"queue_id = ? AND {_NOT_LEASED}"
+    parameters: list[Any] = [queue.id, now_ms]
+    if message_ids is not None:
+        where += f" AND message_id IN ({_marks(len(message_ids))})"
+        parameters.extend(message_ids)
+    return connection.execute(
+        f"SELECT {_COLUMNS}, enqueued_at_ms, available_at_ms, leased FROM messages"
+        f" WHERE {where} {_DELIVERY_ORDER} LIMIT ? OFFSET ?",
+        (*parameters, limit, offset),
+    ).fetchall()
+
+
+def browse(
+    connection: sqlite3.Connection, queue: StoredQueue, limit: int, offset: int
+) -> list[QueuedMessage]:
+    rows = connection.execute(
+        f"SELECT {_COLUMNS}, enqueued_at_ms, available_at_ms, leased FROM messages"
+        f" WHERE queue_id = ? {_DELIVERY_ORDER} LIMIT ? OFFSET ?",
+        (queue.id, limit, offset),
+    ).fetchall()
+    return [
+        QueuedMessage(
+            _message(row), queue.spec.name, row[2], row[13] / 1000, row[14] / 1000, bool(row[15])
+        )
+        for row in rows
+    ]
+
+
+def move(
+    connection: sqlite3.Connection,
+    source: StoredQueue,
+    target: StoredQueue,
+    rows: Sequence[Sequence[Any]],
+    now_ms: int,
+    changes: Changes,
+) -> dict[str, int]:
+    """Move rows (from ``waiting_rows``) to ``target`` as fresh deliveries.
+
+    Returns message id -> new rowid.
+    """
+    ids = [row[0] for row in rows]
+    connection.execute(f"DELETE FROM messages WHERE id IN ({_marks(len(ids))})", ids)
+    _hold(connection, source, -len(rows), -sum(row[3] for row in rows))
+    moved: dict[str, int] = {}
+    for row in rows:
+        new_row = (
+            target.id,
+            _priority(target, row[12]),
+            now_ms,
+            _expiry_ms(target, row[8], now_ms),
+            now_ms,
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+            row[9],
+            row[10],
+            row[11],
+            row[12],
+        )
+        insert(connection, target, [new_row], row[3], changes, counts_as_published=True)
+        moved[row[4]] = int(connection.execute("SELECT last_insert_rowid()").fetchone()[0])
+    return moved
+
+
+def remove_waiting(
+    connection: sqlite3.Connection, topology: Topology, rowid: int, now_ms: int
+) -> bool:
+    """Delete one message unless a live lease holds it (cancelling a job that has not started)."""
+    row = connection.execute(
+        f"DELETE FROM messages WHERE id = ? AND {_NOT_LEASED} RETURNING queue_id, size",
+        (rowid, now_ms),
+    ).fetchone()
+    if row is None:
+        return False
+    _hold(connection, topology.queues_by_id[row[0]], -1, -row[1])
+    return True

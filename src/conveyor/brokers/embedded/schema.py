@@ -75,7 +75,44 @@ _V1 = (
     "INSERT INTO meta (key, value) VALUES ('topology_version', 0)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# Jobs point at their message by rowid (not by message id) so that publishing plain
+# messages pays for no extra index; settling, moving and dead-lettering keep it current.
+_V2 = (
+    """CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        task TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        idempotency_key TEXT,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        scheduled_for_ms INTEGER,
+        first_attempt_at_ms INTEGER,
+        last_attempt_at_ms INTEGER,
+        message_rowid INTEGER,
+        result TEXT,
+        error TEXT,
+        progress TEXT,
+        result_ttl_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER
+    ) WITHOUT ROWID""",
+    "CREATE INDEX jobs_by_key ON jobs (idempotency_key, created_at_ms)"
+    " WHERE idempotency_key IS NOT NULL",
+    "CREATE INDEX jobs_expiry ON jobs (expires_at_ms) WHERE expires_at_ms IS NOT NULL",
+    """CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        info TEXT NOT NULL,
+        heartbeat_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE rate_limits (
+        key TEXT PRIMARY KEY,
+        tokens REAL NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 """MIGRATIONS[n] takes a database from schema version n to n + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,314 @@
+"""Job records, settled in the same transaction as their messages; workers; rate limits.
+
+A job's status is stored only when it changes for a reason the message cannot show
+(submitted, retrying, finished). Whether it is running is read off its message's live
+lease, so starting a job costs no write.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from conveyor.brokers.embedded import queues
+from conveyor.brokers.embedded.queues import Changes, Prepared
+from conveyor.brokers.embedded.topology import Topology
+from conveyor.brokers.types import (
+    DeadLetterReason,
+    JobRecord,
+    JobStatus,
+    JobSubmission,
+    Settlement,
+    WorkerInfo,
+)
+from conveyor.errors import JobNotFound
+
+_JOB_COLUMNS = (
+    "id, task, queue, status, attempts, created_at_ms, updated_at_ms, scheduled_for_ms,"
+    " first_attempt_at_ms, last_attempt_at_ms, result, error, progress, idempotency_key,"
+    " message_rowid"
+)
+_PENDING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING)
+
+
+def submit(
+    connection: sqlite3.Connection,
+    topology: Topology,
+    submissions: Sequence[tuple[JobSubmission, Prepared]],
+    now_ms: int,
+    changes: Changes,
+) -> list[JobRecord]:
+    records: list[JobRecord] = []
+    for submission, prepared in submissions:
+        key = submission.idempotency_key
+        if key is not None:
+            existing = connection.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?"
+                " AND created_at_ms > ? ORDER BY created_at_ms DESC LIMIT 1",
+                (key, now_ms - int(submission.idempotency_window * 1000)),
+            ).fetchone()
+            if existing is not None:
+                records.append(_record(connection, existing, now_ms))
+                continue
+        queue = topology.queue(submission.queue)
+        available_at_ms = now_ms + int(submission.delay * 1000)
+        queues.store(
+            connection,
+            topology,
+            [prepared],
+            exchange="",
+            mandatory=True,
+            available_at_ms=available_at_ms,
+            now_ms=now_ms,
+            changes=changes,
+        )
+        (rowid,) = connection.execute("SELECT last_insert_rowid()").fetchone()
+        status = JobStatus.SCHEDULED if submission.delay > 0 else JobStatus.QUEUED
+        scheduled_for = available_at_ms if submission.delay > 0 else None
+        connection.execute(
+            "INSERT INTO jobs (id, task, queue, status, idempotency_key, created_at_ms,"
+            " updated_at_ms, scheduled_for_ms, message_rowid, result_ttl_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                prepared.message.id,
+                submission.task,
+                queue.spec.name,
+                status.value,
+                key,
+                now_ms,
+                now_ms,
+                scheduled_for,
+                rowid,
+                int(submission.result_ttl * 1000),
+            ),
+        )
+        records.append(
+            JobRecord(
+                id=prepared.message.id,
+                task=submission.task,
+                queue=queue.spec.name,
+                status=status,
+                attempts=0,
+                created_at=now_ms / 1000,
+                updated_at=now_ms / 1000,
+                scheduled_for=None if scheduled_for is None else scheduled_for / 1000,
+                idempotency_key=key,
+            )
+        )
+    return records
+
+
+def get(connection: sqlite3.Connection, job_id: str, now_ms: int) -> JobRecord:
+    row = connection.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise JobNotFound(job_id)
+    return _record(connection, row, now_ms)
+
+
+def _record(connection: sqlite3.Connection, row: Sequence[Any], now_ms: int) -> JobRecord:
+    status = JobStatus(row[3])
+    if status in _PENDING and row[14] is not None:
+        message = connection.execute(
+            "SELECT leased, available_at_ms FROM messages WHERE id = ?", (row[14],)
+        ).fetchone()
+        if message is not None and message[1] > now_ms:
+            status = JobStatus.RUNNING if message[0] else status
+        elif message is not None:
+            status = JobStatus.QUEUED
+    return JobRecord(
+        id=row[0],
+        task=row[1],
+        queue=row[2],
+        status=status,
+        attempts=row[4],
+        created_at=row[5] / 1000,
+        updated_at=row[6] / 1000,
+        scheduled_for=_seconds(row[7]),
+        first_attempt_at=_seconds(row[8]),
+        last_attempt_at=_seconds(row[9]),
+        result=_json(row[10]),
+        error=_json(row[11]),
+        progress=_json(row[12]),
+        idempotency_key=row[13],
+    )
+
+
+def settle(
+    connection: sqlite3.Connection,
+    topology: Topology,
+    settlements: Sequence[Settlement],
+    now_ms: int,
+    changes: Changes,
+) -> list[Settlement]:
+    """Ack, requeue or dead-letter each delivery and update its job; returns the lapsed."""
+    lost: list[Settlement] = []
+    done: list[Settlement] = []
+    finishing = [s for s in settlements if s.status.finished and s.status is not JobStatus.DEAD]
+    lapsed_tags = set(
+        queues.ack(connection, topology, [s.delivery for s in finishing], now_ms, changes)
+    )
+    for settlement in settlements:
+        delivery = settlement.delivery
+        if settlement.status is JobStatus.RETRYING:
+            available_at = now_ms + int(settlement.retry_delay * 1000)
+            settled = queues.requeue(connection, delivery, available_at, now_ms)
+            changes.woken_queue_ids.add(topology.queue(delivery.queue).id)
+        elif settlement.status is JobStatus.DEAD:
+            rows = queues.leased_rows(connection, [delivery], now_ms)
+            settled = bool(rows)
+            queue = topology.queue(delivery.queue)
+            queues.dead_letter(
+                connection,
+                topology,
+                queue,
+                rows,
+                DeadLetterReason.REJECTED,
+                now_ms,
+                changes,
+                extra_headers={"x-failure": failure_record(settlement, now_ms)},
+            )
+        else:
+            settled = delivery.tag not in lapsed_tags
+        (done if settled else lost).append(settlement)
+    connection.executemany(
+        "UPDATE jobs SET status = ?, attempts = ?, result = ?, error = ?,"
+        " first_attempt_at_ms = coalesce(first_attempt_at_ms, ?), last_attempt_at_ms = ?,"
+        " updated_at_ms = ?, expires_at_ms = CASE WHEN ? THEN ? + result_ttl_ms END"
+        " WHERE id = ?",
+        [
+            (
+                s.status.value,
+                s.delivery.delivery_count,
+                _dumps(s.result),
+                _dumps(s.error),
+                int(s.started_at * 1000),
+                int(s.started_at * 1000),
+                now_ms,
+                s.status.finished,
+                now_ms,
+                s.delivery.message.id,
+            )
+            for s in done
+        ],
+    )
+    return lost
+
+
+def failure_record(settlement: Settlement, now_ms: int) -> dict[str, Any]:
+    """What an operator needs to judge a dead letter, stored in its ``x-failure`` header."""
+    error = dict(settlement.error or {})
+    return {
+        "error_type": error.get("type"),
+        "error_message": error.get("message"),
+        "traceback": error.get("traceback"),
+        "attempts": settlement.delivery.delivery_count,
+        "last_attempt_at": settlement.started_at,
+        "failed_at": now_ms / 1000,
+        "queue": settlement.delivery.queue,
+        "worker": settlement.worker,
+    }
+
+
+def set_progress(connection: sqlite3.Connection, job_id: str, progress: Any, now_ms: int) -> None:
+    if (
+        connection.execute(
+            "UPDATE jobs SET progress = ?, updated_at_ms = ? WHERE id = ?",
+            (_dumps(progress), now_ms, job_id),
+        ).rowcount
+        == 0
+    ):
+        raise JobNotFound(job_id)
+
+
+def cancel(connection: sqlite3.Connection, topology: Topology, job_id: str, now_ms: int) -> bool:
+    row = connection.execute(
+        "SELECT status, message_rowid FROM jobs WHERE id = ?", (job_id,)
+    ).fetchone()
+    if row is None:
+        raise JobNotFound(job_id)
+    if JobStatus(row[0]) not in _PENDING or row[1] is None:
+        return False
+    if not queues.remove_waiting(connection, topology, row[1], now_ms):
+        return False
+    connection.execute(
+        "UPDATE jobs SET status = ?, updated_at_ms = ?, expires_at_ms = ? + result_ttl_ms"
+        " WHERE id = ?",
+        (JobStatus.CANCELLED.value, now_ms, now_ms, job_id),
+    )
+    return True
+
+
+def requeued(connection: sqlite3.Connection, moved: dict[str, int], now_ms: int) -> None:
+    """Jobs whose messages were moved back into a queue are pending again."""
+    connection.executemany(
+        "UPDATE jobs SET status = ?, message_rowid = ?, updated_at_ms = ?, expires_at_ms = NULL"
+        " WHERE id = ?",
+        [(JobStatus.QUEUED.value, rowid, now_ms, job_id) for job_id, rowid in moved.items()],
+    )
+
+
+def succeeded_keys(connection: sqlite3.Connection, keys: Sequence[str]) -> set[str]:
+    return {
+        key
+        for (key,) in connection.execute(
+            f"SELECT idempotency_key FROM jobs WHERE idempotency_key IN"
+            f" ({','.join('?' * len(keys))}) AND status = ?",
+            (*keys, JobStatus.SUCCEEDED.value),
+        )
+    }
+
+
+def expire(connection: sqlite3.Connection, now_ms: int) -> None:
+    connection.execute("DELETE FROM jobs WHERE expires_at_ms <= ?", (now_ms,))
+
+
+def heartbeat(connection: sqlite3.Connection, worker: WorkerInfo, now_ms: int) -> None:
+    info = {name: getattr(worker, name) for name in WorkerInfo.__dataclass_fields__}
+    connection.execute(
+        "INSERT OR REPLACE INTO workers (id, info, heartbeat_at_ms) VALUES (?, ?, ?)",
+        (worker.id, json.dumps(info), now_ms),
+    )
+
+
+def list_workers(connection: sqlite3.Connection) -> list[WorkerInfo]:
+    workers = []
+    for info, heartbeat_at_ms in connection.execute(
+        "SELECT info, heartbeat_at_ms FROM workers ORDER BY id"
+    ):
+        fields = json.loads(info)
+        fields["queues"] = tuple(fields["queues"])
+        fields["heartbeat_at"] = heartbeat_at_ms / 1000
+        workers.append(WorkerInfo(**fields))
+    return workers
+
+
+def acquire_rate(
+    connection: sqlite3.Connection, key: str, per_second: float, burst: int, now_ms: int
+) -> float:
+    """Token bucket: refill at ``per_second`` up to ``burst``; take one if there is one."""
+    row = connection.execute(
+        "SELECT tokens, updated_at_ms FROM rate_limits WHERE key = ?", (key,)
+    ).fetchone()
+    tokens = (
+        float(burst) if row is None else min(burst, row[0] + (now_ms - row[1]) * per_second / 1000)
+    )
+    wait = 0.0 if tokens >= 1 else (1 - tokens) / per_second
+    connection.execute(
+        "INSERT OR REPLACE INTO rate_limits (key, tokens, updated_at_ms) VALUES (?, ?, ?)",
+        (key, tokens - 1 if wait == 0.0 else tokens, now_ms),
+    )
+    return wait
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _seconds(milliseconds: int | None) -> float | None:
+    return None if milliseconds is None else milliseconds / 1000

@@ -1,0 +1,228 @@
+"""Job records, settlement, browsing and moving, worker registry and shared rate limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from conveyor import Broker, Capability, Message, QueueSpec
+from conveyor.brokers.types import JobStatus, JobSubmission, Settlement, WorkerInfo
+from conveyor.errors import JobNotFound
+
+NEEDS = (Capability.QUEUES, Capability.RESULTS, Capability.DEAD_LETTER)
+
+
+async def declare_with_dlq(broker: Broker, name: str) -> str:
+    dlq = f"{name}.dlq"
+    await broker.declare_queue(QueueSpec(dlq))
+    await broker.declare_queue(
+        QueueSpec(name, dead_letter_exchange="", dead_letter_routing_key=dlq)
+    )
+    return dlq
+
+
+def submission(name: str, body: bytes = b"{}", **options: object) -> JobSubmission:
+    return JobSubmission(Message(body, routing_key=name), queue=name, task="t", **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_submitted_job_is_queued_and_its_message_enqueued(broker: Broker, name: str) -> None:
+    await declare_with_dlq(broker, name)
+    (record,) = await broker.submit_jobs([submission(name)])
+    assert record.status is JobStatus.QUEUED
+    assert (await broker.get_job(record.id)).status is JobStatus.QUEUED
+    (delivery,) = await broker.receive(name)
+    assert delivery.message.id == record.id
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_delayed_job_is_scheduled_until_due(broker: Broker, name: str) -> None:
+    await declare_with_dlq(broker, name)
+    (record,) = await broker.submit_jobs([submission(name, delay=30)])
+    assert record.status is JobStatus.SCHEDULED
+    assert record.scheduled_for is not None
+    assert record.scheduled_for > time.time() + 25
+    assert await broker.receive(name) == []
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_job_is_running_while_its_message_is_leased(broker: Broker, name: str) -> None:
+    await declare_with_dlq(broker, name)
+    (record,) = await broker.submit_jobs([submission(name)])
+    (delivery,) = await broker.receive(name)
+    assert (await broker.get_job(record.id)).status is JobStatus.RUNNING
+    await broker.nack(delivery)
+    assert (await broker.get_job(record.id)).status is JobStatus.QUEUED
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_same_idempotency_key_within_window_returns_the_existing_job(
+    broker: Broker, name: str
+) -> None:
+    await declare_with_dlq(broker, name)
+    first, second = await broker.submit_jobs(
+        [submission(name, idempotency_key="k1"), submission(name, idempotency_key="k1")]
+    )
+    (third,) = await broker.submit_jobs([submission(name, idempotency_key="k1")])
+    assert first.id == second.id == third.id
+    assert (await broker.queue_stats(name)).ready == 1
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_idempotency_key_outside_its_window_makes_a_new_job(
+    broker: Broker, name: str
+) -> None:
+    await declare_with_dlq(broker, name)
+    (first,) = await broker.submit_jobs(
+        [submission(name, idempotency_key="k", idempotency_window=0.05)]
+    )
+    await asyncio.sleep(0.1)
+    (second,) = await broker.submit_jobs(
+        [submission(name, idempotency_key="k", idempotency_window=0.05)]
+    )
+    assert first.id != second.id
+    assert (await broker.queue_stats(name)).ready == 2
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_settling_success_acks_and_stores_the_result(broker: Broker, name: str) -> None:
+    await declare_with_dlq(broker, name)
+    (record,) = await broker.submit_jobs([submission(name)])
+    (delivery,) = await broker.receive(name)
+    started = time.time()
+    lost = await broker.settle(
+        [Settlement(delivery, JobStatus.SUCCEEDED, started, result={"sent": 3})]
+    )
+    assert lost == []
+    job = await broker.get_job(record.id)
+    assert job.status is JobStatus.SUCCEEDED
+    assert job.result == {"sent": 3}
+    assert job.attempts == 1
+    assert job.first_attempt_at == pytest.approx(started, abs=0.002)
+    assert (await broker.queue_stats(name)).depth == 0
+    assert await broker.succeeded_keys(["nope"]) == set()
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_settling_a_retry_requeues_after_the_delay(broker: Broker, name: str) -> None:
+    await declare_with_dlq(broker, name)
+    (record,) = await broker.submit_jobs([submission(name)])
+    (delivery,) = await broker.receive(name)
+    error = {"type": "TimeoutError", "message": "smtp", "traceback": "..."}
+    await broker.settle(
+        [Settlement(delivery, JobStatus.RETRYING, time.time(), error=error, retry_delay=0.3)]
+    )
+    job = await broker.get_job(record.id)
+    assert job.status is JobStatus.RETRYING
+    assert job.error == error
+    assert await broker.receive(name) == []
+    (again,) = await broker.receive(name, wait=2)
+    assert again.delivery_count == 2
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_settling_dead_moves_the_message_to_the_dlq_with_a_failure_record(
+    broker: Broker, name: str
+) -> None:
+    dlq = await declare_with_dlq(broker, name)
+    (record,) = await broker.submit_jobs([submission(name, b'{"x":1}')])
+    (delivery,) = await broker.receive(name)
+    error = {"type": "ValueError", "message": "bad address", "traceback": "Traceback..."}
+    await broker.settle([Settlement(delivery, JobStatus.DEAD, 1000.0, worker="w1", error=error)])
+    assert (await broker.get_job(record.id)).status is JobStatus.DEAD
+    (dead,) = await broker.browse(dlq)
+    assert dead.message.id == record.id
+    assert dead.message.body == b'{"x":1}'
+    failure = dead.message.headers["x-failure"]
+    assert failure["error_type"] == "ValueError"
+    assert failure["error_message"] == "bad address"
+    assert failure["traceback"] == "Traceback..."
+    assert failure["attempts"] == 1
+    assert failure["queue"] == name
+    assert failure["worker"] == "w1"
+    assert dead.message.headers["x-death"][0]["queue"] == name
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_settling_a_lapsed_lease_changes_nothing(broker: Broker, name: str) -> None:
+    await declare_with_dlq(broker, name)
+    (record,) = await broker.submit_jobs([submission(name)])
+    (delivery,) = await broker.receive(name, lease_timeout=0.1)
+    await asyncio.sleep(0.2)
+    settlement = Settlement(delivery, JobStatus.SUCCEEDED, time.time(), result=1)
+    assert await broker.settle([settlement]) == [settlement]
+    assert (await broker.get_job(record.id)).status is JobStatus.QUEUED
+    assert (await broker.queue_stats(name)).ready == 1
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_moving_dead_letters_back_requeues_their_jobs(broker: Broker, name: str) -> None:
+    dlq = await declare_with_dlq(broker, name)
+    records = await broker.submit_jobs([submission(name), submission(name)])
+    deliveries = await broker.receive(name, max_messages=2)
+    await broker.settle(
+        [Settlement(d, JobStatus.DEAD, time.time(), error={"type": "E"}) for d in deliveries]
+    )
+    moved = await broker.move_messages(dlq, name, message_ids=[records[0].id])
+    assert moved == 1
+    assert (await broker.get_job(records[0].id)).status is JobStatus.QUEUED
+    assert (await broker.get_job(records[1].id)).status is JobStatus.DEAD
+    (replayed,) = await broker.receive(name)
+    assert replayed.message.id == records[0].id
+    assert replayed.delivery_count == 1
+    assert await broker.move_messages(dlq, name) == 1
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_browse_shows_messages_in_delivery_order_without_leasing(
+    broker: Broker, name: str
+) -> None:
+    await broker.declare_queue(QueueSpec(name))
+    await broker.publish_batch([Message(bytes([i]), routing_key=name) for i in range(5)])
+    page = await broker.browse(name, limit=2, offset=1)
+    assert [m.message.body for m in page] == [b"\x01", b"\x02"]
+    assert not any(m.leased for m in page)
+    assert (await broker.queue_stats(name)).ready == 5
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_progress_is_stored_and_cancel_only_stops_jobs_not_started(
+    broker: Broker, name: str
+) -> None:
+    await declare_with_dlq(broker, name)
+    waiting, started = await broker.submit_jobs([submission(name), submission(name)])
+    assert await broker.cancel_job(waiting.id)
+    assert (await broker.get_job(waiting.id)).status is JobStatus.CANCELLED
+    (delivery,) = await broker.receive(name)
+    assert delivery.message.id == started.id
+    await broker.set_progress(started.id, {"done": 5, "total": 10})
+    assert (await broker.get_job(started.id)).progress == {"done": 5, "total": 10}
+    assert not await broker.cancel_job(started.id)
+    with pytest.raises(JobNotFound):
+        await broker.get_job("no-such-job")
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_workers_heartbeat_list_and_forget(broker: Broker, name: str) -> None:
+    now = time.time()
+    worker = WorkerInfo(name, "host", 42, ("default",), now, now, running=2, processed=9)
+    await broker.heartbeat(worker)
+    (listed,) = [w for w in await broker.list_workers() if w.id == name]
+    assert listed.queues == ("default",)
+    assert listed.processed == 9
+    assert listed.heartbeat_at >= now - 0.01
+    await broker.forget_worker(name)
+    assert all(w.id != name for w in await broker.list_workers())
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_rate_limit_bucket_allows_a_burst_then_says_how_long_to_wait(
+    broker: Broker, name: str
+) -> None:
+    waits = [await broker.acquire_rate(name, per_second=10, burst=3) for _ in range(4)]
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert 0.05 < waits[3] <= 0.1
+    await asyncio.sleep(waits[3] + 0.01)
+    assert await broker.acquire_rate(name, per_second=10, burst=3) == 0.0
