@@ -1,0 +1,1 @@
+"""The worker: consuming jobs, running them, and supervising worker processes."""
