@@ -167,7 +167,7 @@ def settle(
                 DeadLetterReason.REJECTED,
                 now_ms,
                 changes,
-                extra_headers={"x-failure": failure_record(settlement, now_ms)},
+                extra_headers={"x-failure": failure_record(connection, settlement, now_ms)},
             )
         else:
             settled = delivery.tag not in lapsed_tags
@@ -196,10 +196,19 @@ def settle(
     return lost
 
 
-def failure_record(settlement: Settlement, now_ms: int) -> dict[str, Any]:
+def failure_record(
+    connection: sqlite3.Connection, settlement: Settlement, now_ms: int
+) -> dict[str, Any]:
     """What an operator needs to judge a dead letter, stored in its ``x-failure`` header."""
     error = dict(settlement.error or {})
+    row = connection.execute(
+        "SELECT first_attempt_at_ms, task FROM jobs WHERE id = ?",
+        (settlement.delivery.message.id,),
+    ).fetchone()
+    first_ms = row[0] if row is not None and row[0] is not None else None
     return {
+        "task": None if row is None else row[1],
+        "first_attempt_at": settlement.started_at if first_ms is None else first_ms / 1000,
         "error_type": error.get("type"),
         "error_message": error.get("message"),
         "traceback": error.get("traceback"),

@@ -1,0 +1,263 @@
+"""App: the broker URL, the registry of tasks and schedules, and enqueueing.
+
+No global app and no I/O at import: decorators only register; the broker opens on first
+use. Async code uses the ``a``-prefixed methods on its own event loop; sync code (scripts,
+Flask, Django) uses the plain ones, which run on a private background loop with a broker
+connection of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, overload
+
+from conveyor._portal import Portal
+from conveyor.brokers import open_broker
+from conveyor.brokers.base import Broker
+from conveyor.brokers.types import JobSubmission, QueueSpec
+from conveyor.cron import Schedule, parse_schedule
+from conveyor.errors import ConfigError
+from conveyor.names import check_name
+from conveyor.tasks.dead_letters import DeadLetter, list_dead_letters
+from conveyor.tasks.job import Job
+from conveyor.tasks.task import Task, task_options
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def dead_letter_queue(queue: str) -> str:
+    """The queue where ``queue``'s jobs go after their last attempt."""
+    return f"{queue}.dlq"
+
+
+class App:
+    """One application's tasks on one broker.
+
+    Args:
+        broker_url: ``sqlite:///path.db`` (default ``sqlite:///conveyor.db``), ``memory://``...
+        default_queue: queue for tasks that name none.
+        lease_timeout: seconds a worker holds a job before it is redelivered; workers
+            extend it while a job runs, so it bounds how long a crashed worker's jobs wait.
+    """
+
+    def __init__(
+        self,
+        broker_url: str = "sqlite:///conveyor.db",
+        *,
+        default_queue: str = "default",
+        lease_timeout: float = 30.0,
+    ) -> None:
+        self.broker_url = broker_url
+        self.default_queue = check_name("queue", default_queue)
+        self.lease_timeout = lease_timeout
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: list[tuple[Task[Any, Any], Schedule]] = []
+        self._broker: Broker | None = None
+        self._portal: Portal | None = None
+        self._portal_broker: Broker | None = None
+        self._declared: dict[int, set[str]] = {}
+
+    # registration
+
+    @overload
+    def task(self, function: F, /) -> Task[Any, Any]: ...
+    @overload
+    def task(
+        self, function: None = None, /, *, name: str | None = None, **options: Any
+    ) -> Callable[[F], Task[Any, Any]]: ...
+
+    def task(
+        self, function: F | None = None, /, *, name: str | None = None, **options: Any
+    ) -> Task[Any, Any] | Callable[[F], Task[Any, Any]]:
+        """Register a function (``def`` or ``async def``) as a task; see TaskOptions."""
+
+        def register(fn: F) -> Task[Any, Any]:
+            task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+            if task_name in self.tasks:
+                raise ConfigError(f"a task named {task_name!r} is already registered")
+            options.setdefault("queue", self.default_queue)
+            registered: Task[Any, Any] = Task(self, task_name, fn, task_options(fn, **options))
+            self.tasks[task_name] = registered
+            return registered
+
+        return register(function) if function is not None else register
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: float | None = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> Callable[[F], Task[Any, Any]]:
+        """Register a task that workers enqueue on a schedule, once per tick in all."""
+        schedule = parse_schedule(cron, every)
+
+        def register(fn: F) -> Task[Any, Any]:
+            registered = self.task(name=name, **options)(fn)
+            self.schedules.append((registered, schedule))
+            return registered
+
+        return register
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise ConfigError(f"no task named {name!r}; registered: {known}") from None
+
+    # the broker
+
+    async def abroker(self) -> Broker:
+        """The broker for this event loop, connected on first use."""
+        if self._broker is None:
+            self._broker = open_broker(self.broker_url)
+        await self._broker.connect()
+        return self._broker
+
+    def call_sync(self, call: Callable[[Broker], Awaitable[T]]) -> T:
+        """Run ``call(broker)`` on the private loop, for code without an event loop."""
+        if self._portal is None:
+            self._portal = Portal("conveyor-app")
+            self._portal_broker = open_broker(self.broker_url)
+
+        async def run() -> T:
+            assert self._portal_broker is not None
+            await self._portal_broker.connect()
+            return await call(self._portal_broker)
+
+        return self._portal.call(run())
+
+    async def aclose(self) -> None:
+        if self._broker is not None:
+            await self._broker.close()
+            self._broker = None
+
+    def close(self) -> None:
+        if self._portal is not None:
+            if self._portal_broker is not None:
+                self._portal.call(self._portal_broker.close())
+            self._portal.close()
+            self._portal = self._portal_broker = None
+
+    async def ensure_queue(self, broker: Broker, queue: str) -> None:
+        """Declare a task queue and its dead-letter queue once per broker connection."""
+        declared = self._declared.setdefault(id(broker), set())
+        if queue in declared:
+            return
+        dead = dead_letter_queue(queue)
+        await broker.declare_queue(QueueSpec(dead, lease_timeout=self.lease_timeout))
+        await broker.declare_queue(
+            QueueSpec(
+                queue,
+                dead_letter_exchange="",
+                dead_letter_routing_key=dead,
+                lease_timeout=self.lease_timeout,
+            )
+        )
+        declared.add(queue)
+
+    # enqueueing
+
+    async def asubmit(self, submissions: Sequence[JobSubmission]) -> list[Job]:
+        broker = await self.abroker()
+        return await self._submit(broker, submissions)
+
+    def submit(self, submissions: Sequence[JobSubmission]) -> list[Job]:
+        return self.call_sync(lambda broker: self._submit(broker, submissions))
+
+    async def _submit(self, broker: Broker, submissions: Sequence[JobSubmission]) -> list[Job]:
+        for queue in {submission.queue for submission in submissions}:
+            await self.ensure_queue(broker, queue)
+        return [Job(self, record) for record in await broker.submit_jobs(submissions)]
+
+    async def asend_task(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Job:
+        """Enqueue a task by name with JSON-compatible arguments (validated like any call)."""
+        return await self.get_task(name).asend(args, kwargs, **options)
+
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Job:
+        return self.get_task(name).send(args, kwargs, **options)
+
+    async def ajob(self, job_id: str) -> Job:
+        """The job with this id; raises JobNotFound if it never existed or has expired."""
+        return Job(self, await (await self.abroker()).get_job(job_id))
+
+    def job(self, job_id: str) -> Job:
+        return Job(self, self.call_sync(lambda broker: broker.get_job(job_id)))
+
+    # dead letters
+
+    async def adead_letters(
+        self, queue: str | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[DeadLetter]:
+        """Jobs of ``queue`` that failed for good, oldest first, without removing them."""
+        broker = await self.abroker()
+        return await self._dead_letters(broker, queue, limit, offset)
+
+    def dead_letters(
+        self, queue: str | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[DeadLetter]:
+        return self.call_sync(lambda broker: self._dead_letters(broker, queue, limit, offset))
+
+    async def _dead_letters(
+        self, broker: Broker, queue: str | None, limit: int, offset: int
+    ) -> list[DeadLetter]:
+        source = queue or self.default_queue
+        await self.ensure_queue(broker, source)
+        dead = dead_letter_queue(source)
+        return await list_dead_letters(broker, dead, limit=limit, offset=offset)
+
+    async def areplay_dead_letters(
+        self,
+        queue: str | None = None,
+        *,
+        job_ids: Sequence[str] | None = None,
+        to_queue: str | None = None,
+    ) -> int:
+        """Send dead jobs back to be run again (all, or ``job_ids``); returns how many."""
+        broker = await self.abroker()
+        return await self._replay(broker, queue, job_ids, to_queue)
+
+    def replay_dead_letters(
+        self,
+        queue: str | None = None,
+        *,
+        job_ids: Sequence[str] | None = None,
+        to_queue: str | None = None,
+    ) -> int:
+        return self.call_sync(lambda broker: self._replay(broker, queue, job_ids, to_queue))
+
+    async def _replay(
+        self,
+        broker: Broker,
+        queue: str | None,
+        job_ids: Sequence[str] | None,
+        to_queue: str | None,
+    ) -> int:
+        source = queue or self.default_queue
+        target = to_queue or source
+        await self.ensure_queue(broker, source)
+        await self.ensure_queue(broker, target)
+        return await broker.move_messages(dead_letter_queue(source), target, message_ids=job_ids)
+
+    async def apurge_dead_letters(self, queue: str | None = None) -> int:
+        broker = await self.abroker()
+        return await broker.purge_queue(dead_letter_queue(queue or self.default_queue))
+
+    def purge_dead_letters(self, queue: str | None = None) -> int:
+        source = dead_letter_queue(queue or self.default_queue)
+        return self.call_sync(lambda broker: broker.purge_queue(source))

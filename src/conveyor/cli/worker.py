@@ -1,0 +1,49 @@
+"""``conveyor worker MODULE:APP``: run jobs, in one process or a supervised, scaled pool."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from conveyor.errors import ConfigError
+from conveyor.worker.autoscale import AutoscaleRules
+from conveyor.worker.supervisor import Supervisor, WorkerOptions, run_worker
+
+
+def add_parser(commands: Any) -> None:
+    command: argparse.ArgumentParser = commands.add_parser(
+        "worker", help="run jobs from queues", description=__doc__
+    )
+    command.add_argument("app", help="the App to serve, as MODULE:ATTRIBUTE")
+    command.add_argument(
+        "--queues",
+        default="",
+        help="comma-separated, in strict priority order (default: the app's default queue)",
+    )
+    command.add_argument("--concurrency", type=int, default=8, help="jobs at once per process")
+    command.add_argument("--processes", type=int, default=1, help="worker processes")
+    command.add_argument("--prefetch", type=int, default=None, help="jobs leased ahead")
+    command.add_argument("--grace", type=float, default=30.0, help="seconds to finish on stop")
+    command.add_argument(
+        "--autoscale", default=None, metavar="MIN:MAX", help="scale processes by queue depth"
+    )
+    command.set_defaults(handler=run)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    from conveyor.cli import load_app
+
+    app = load_app(arguments.app)
+    queues = tuple(name for name in arguments.queues.split(",") if name)
+    if arguments.processes < 1 or arguments.concurrency < 1:
+        raise ConfigError("--processes and --concurrency must be at least 1")
+    options = WorkerOptions(
+        arguments.app, queues, arguments.concurrency, arguments.prefetch, arguments.grace
+    )
+    autoscale = AutoscaleRules.parse(arguments.autoscale) if arguments.autoscale else None
+    if arguments.processes == 1 and autoscale is None:
+        asyncio.run(run_worker(app, options))
+        return 0
+    supervisor = Supervisor(app, options, processes=arguments.processes, autoscale=autoscale)
+    return asyncio.run(supervisor.run())

@@ -1,0 +1,1 @@
+"""Tasks: functions run by workers, and the Job handles that follow them."""

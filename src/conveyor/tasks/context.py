@@ -1,0 +1,48 @@
+"""What a running task can know and say about itself: its job id, attempt, and progress."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from conveyor.brokers.types import Delivery
+from conveyor.codecs import to_json
+from conveyor.errors import ConveyorError
+
+if TYPE_CHECKING:
+    from conveyor.worker.consume import Worker
+
+current_job: ContextVar[JobContext | None] = ContextVar("conveyor_current_job", default=None)
+
+
+class JobContext:
+    """Handed to task code through ``job_context()`` while a worker runs it."""
+
+    def __init__(self, worker: Worker, delivery: Delivery) -> None:
+        self.job_id = delivery.message.id
+        self.attempt = delivery.delivery_count
+        self.queue = delivery.queue
+        self._worker = worker
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+
+    async def aset_progress(self, progress: Any) -> None:
+        """Store progress (any JSON value) for ``Job.progress`` to show."""
+        broker = await self._worker.app.abroker()
+        await broker.set_progress(self.job_id, to_json(progress))
+
+    def set_progress(self, progress: Any) -> None:
+        """``aset_progress`` for sync tasks, which run in worker threads."""
+        if threading.get_ident() == self._loop_thread:
+            raise ConveyorError("in an async task, use `await job_context().aset_progress(...)`")
+        asyncio.run_coroutine_threadsafe(self.aset_progress(progress), self._loop).result()
+
+
+def job_context() -> JobContext:
+    """The job the calling task code is running as; only valid inside a worker."""
+    context = current_job.get()
+    if context is None:
+        raise ConveyorError("job_context() is only available inside a task run by a worker")
+    return context

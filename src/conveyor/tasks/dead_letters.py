@@ -1,0 +1,66 @@
+"""Dead letters of task queues: list, inspect, replay and purge them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.brokers.base import Broker
+from conveyor.brokers.types import QueuedMessage
+from conveyor.codecs import loads
+from conveyor.errors import DecodeError
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A job that failed for good, with what its last failure left behind."""
+
+    job_id: str
+    task: str | None
+    queue: str
+    arguments: Any
+    reason: str
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+    attempts: int | None
+    first_attempt_at: float | None
+    last_attempt_at: float | None
+    failed_at: float | None
+    worker: str | None
+    queued: QueuedMessage
+
+    @classmethod
+    def from_queued(cls, queued: QueuedMessage) -> DeadLetter:
+        message = queued.message
+        failure: dict[str, Any] = dict(message.headers.get("x-failure") or {})
+        deaths = message.headers.get("x-death") or [{}]
+        try:
+            arguments = loads(message.body)
+        except DecodeError:
+            arguments = None
+        return cls(
+            job_id=message.id,
+            task=failure.get("task") or message.headers.get("task"),
+            queue=failure.get("queue") or deaths[0].get("queue", ""),
+            arguments=arguments,
+            reason=deaths[0].get("reason", "unknown"),
+            error_type=failure.get("error_type"),
+            error_message=failure.get("error_message"),
+            traceback=failure.get("traceback"),
+            attempts=failure.get("attempts"),
+            first_attempt_at=failure.get("first_attempt_at"),
+            last_attempt_at=failure.get("last_attempt_at"),
+            failed_at=failure.get("failed_at"),
+            worker=failure.get("worker"),
+            queued=queued,
+        )
+
+
+async def list_dead_letters(
+    broker: Broker, dead_letter_queue: str, *, limit: int, offset: int
+) -> list[DeadLetter]:
+    return [
+        DeadLetter.from_queued(queued)
+        for queued in await broker.browse(dead_letter_queue, limit=limit, offset=offset)
+    ]

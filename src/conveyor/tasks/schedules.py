@@ -1,0 +1,43 @@
+"""Periodic tasks: every worker runs the schedule, and each tick is enqueued once in all.
+
+Workers compute the same tick times (cron minutes, or interval multiples of the epoch) and
+enqueue with the idempotency key ``periodic:TASK:TICK``; the broker lets only the first
+submission of a key through, so no leader election is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conveyor.app import App
+    from conveyor.brokers.base import Broker
+
+TICK_KEY_WINDOW = 86400.0
+
+
+async def run_schedules(app: App, broker: Broker, stopping: asyncio.Event) -> None:
+    now = datetime.now(UTC)
+    upcoming = [schedule.next_after(now) for _, schedule in app.schedules]
+    while not stopping.is_set():
+        due = min(upcoming)
+        pause = (due - datetime.now(UTC)).total_seconds()
+        if pause > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), pause)
+            continue
+        for index, (task, schedule) in enumerate(app.schedules):
+            tick = upcoming[index]
+            if tick > datetime.now(UTC):
+                continue
+            key = f"periodic:{task.name}:{tick.isoformat()}"
+            submission = replace(
+                task.submission(idempotency_key=key), idempotency_window=TICK_KEY_WINDOW
+            )
+            await app.ensure_queue(broker, submission.queue)
+            await broker.submit_jobs([submission])
+            upcoming[index] = schedule.next_after(tick)

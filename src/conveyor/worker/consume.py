@@ -1,0 +1,435 @@
+"""The worker: lease jobs, run them, settle each as succeeded, retrying, dead or failed.
+
+These are the core semantics, not middleware, because correctness depends on them:
+- a job is acknowledged only after it ran and its outcome is stored (at-least-once);
+- a retry is a requeue with a delay: no worker ever sleeps on a failed job;
+- a job delivered more often than its retries allow (its workers crashed) is dead-lettered;
+- undecodable messages and unknown tasks are dead-lettered with the reason, and the worker
+  keeps going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import os
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.app import App
+from conveyor.brokers.base import Broker
+from conveyor.brokers.types import Delivery, JobStatus, Settlement, WorkerInfo
+from conveyor.codecs import loads, to_json
+from conveyor.errors import ConveyorError, PermanentError, TaskTimeout
+from conveyor.tasks.context import JobContext, current_job
+from conveyor.tasks.schedules import run_schedules
+from conveyor.tasks.task import IDEMPOTENCY_HEADER, TASK_HEADER, Executor, Task
+from conveyor.worker.executors import ProcessRunner, ThreadRunner, describe
+
+
+@dataclass(slots=True)
+class _Job:
+    """A delivery on its way through this worker."""
+
+    delivery: Delivery
+    task: Task[Any, Any] | None = None
+    started_at: float = 0.0
+    started_monotonic: float = 0.0
+    settlement: Settlement | None = None
+
+
+@dataclass(slots=True)
+class WorkerCounts:
+    processed: int = 0
+    failed: int = 0
+    lost_leases: int = 0
+    running: int = 0
+
+
+@dataclass
+class Worker:
+    """Runs an App's tasks from ``queues`` (strict priority: earlier queues first).
+
+    Args:
+        concurrency: jobs running at once (threads for sync tasks, tasks for async ones).
+        prefetch: jobs leased ahead of those running (default 4 x concurrency).
+        processes: child processes for ``executor="process"`` tasks (default: cores).
+        grace: seconds a graceful stop waits for running jobs before releasing them.
+    """
+
+    app: App
+    queues: Sequence[str] = ()
+    concurrency: int = 8
+    prefetch: int | None = None
+    processes: int | None = None
+    grace: float = 30.0
+    heartbeat_interval: float = 5.0
+    id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    counts: WorkerCounts = field(default_factory=WorkerCounts)
+
+    def __post_init__(self) -> None:
+        self.queues = tuple(self.queues) or (self.app.default_queue,)
+        if self.concurrency < 1:
+            raise ConveyorError(f"concurrency must be at least 1, not {self.concurrency}")
+        self.prefetch = self.prefetch or 4 * self.concurrency
+        self._ready: deque[_Job] = deque()
+        self._work = asyncio.Event()
+        self._space = asyncio.Event()
+        self._running: dict[int, _Job] = {}
+        self._finished: list[Settlement] = []
+        self._finished_event = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._aborting = False
+        self._random = random.Random()
+        self._threads = ThreadRunner(self.concurrency)
+        self._processes = ProcessRunner(self.processes or os.cpu_count() or 1)
+        self._started_at = time.time()
+        self._broker: Broker | None = None
+        self._failure: BaseException | None = None
+
+    # lifecycle
+
+    def stop(self, *, graceful: bool = True) -> None:
+        """Stop taking work; a second call, or ``graceful=False``, releases leases at once."""
+        if self._stopping.is_set() or not graceful:
+            self._aborting = True
+        self._stopping.set()
+        self._work.set()
+        self._space.set()
+
+    async def run(self, *, until_idle: bool = False) -> WorkerCounts:
+        """Work until ``stop()``, or with ``until_idle`` until every queue is empty."""
+        broker = self._broker = await self.app.abroker()
+        for queue in self.queues:
+            await self.app.ensure_queue(broker, queue)
+        helpers = [
+            asyncio.create_task(self._heartbeats(broker)),
+            asyncio.create_task(self._extend_leases(broker)),
+            asyncio.create_task(self._settle_finished(broker)),
+            *(asyncio.create_task(self._slot()) for _ in range(self.concurrency)),
+        ]
+        if self.app.schedules and not until_idle:
+            helpers.append(asyncio.create_task(run_schedules(self.app, broker, self._stopping)))
+        for helper in helpers:
+            helper.add_done_callback(self._helper_done)
+        try:
+            await self._fetch_until_stopped(broker, until_idle)
+            await self._wind_down(broker)
+            if self._failure is not None:
+                raise self._failure
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await self._flush(broker)
+            with contextlib.suppress(ConveyorError):
+                await broker.forget_worker(self.id)
+            self._threads.close()
+            self._processes.close()
+        return self.counts
+
+    async def run_until_idle(self) -> WorkerCounts:
+        """Drain the queues through the real worker code, then return (for tests, scripts)."""
+        return await self.run(until_idle=True)
+
+    def _helper_done(self, helper: asyncio.Task[Any]) -> None:
+        """A helper that fails stops the worker, and ``run`` raises its error."""
+        if not helper.cancelled() and helper.exception() is not None and self._failure is None:
+            self._failure = helper.exception()
+            self.stop(graceful=False)
+
+    # fetching
+
+    async def _fetch_until_stopped(self, broker: Broker, until_idle: bool) -> None:
+        assert self.prefetch is not None
+        while not self._stopping.is_set():
+            room = self.prefetch - len(self._ready) - len(self._running)
+            if room <= 0:
+                self._space.clear()
+                await self._space.wait()
+                continue
+            wait = 0.0 if until_idle else 1.0
+            deliveries = await self._fetch(broker, room, wait)
+            if deliveries:
+                self._ready.extend(_Job(delivery) for delivery in deliveries)
+                self._work.set()
+            elif until_idle and await self._idle(broker):
+                return
+            elif until_idle:
+                await asyncio.sleep(0.005)
+
+    async def _fetch(self, broker: Broker, room: int, wait: float) -> list[Delivery]:
+        lease = self.app.lease_timeout
+        for queue in self.queues:
+            deliveries = await broker.receive(queue, max_messages=room, lease_timeout=lease)
+            if deliveries:
+                return deliveries
+        if wait <= 0:
+            return []
+        waits = [
+            asyncio.create_task(
+                broker.receive(queue, max_messages=room, lease_timeout=lease, wait=wait)
+            )
+            for queue in self.queues
+        ]
+        stop = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait([*waits, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        for waiting in waits:
+            waiting.cancel()
+        results = await asyncio.gather(*waits, return_exceptions=True)
+        return [d for result in results if isinstance(result, list) for d in result]
+
+    async def _idle(self, broker: Broker) -> bool:
+        if self._ready or self._running or self._finished:
+            return False
+        for queue in self.queues:
+            if (await broker.queue_stats(queue)).depth:
+                return False
+        return True
+
+    # running
+
+    async def _slot(self) -> None:
+        """One unit of concurrency: takes jobs (several when they pile up) and runs them."""
+        while True:
+            while not self._ready:
+                self._work.clear()
+                await self._work.wait()
+                if self._stopping.is_set():
+                    return
+            share = max(1, len(self._ready) // self.concurrency)
+            chunk = [self._ready.popleft() for _ in range(min(share, len(self._ready)))]
+            for job in chunk:
+                job.started_at = time.time()
+                job.started_monotonic = time.monotonic()
+                self._running[job.delivery.tag] = job
+            try:
+                await self._run_chunk(chunk)
+            finally:
+                for job in chunk:
+                    self._running.pop(job.delivery.tag, None)
+                    if job.settlement is not None:
+                        self._finish(job.settlement)
+                self._space.set()
+
+    async def _run_chunk(self, chunk: list[_Job]) -> None:
+        threaded: list[tuple[_Job, tuple[Any, ...], dict[str, Any]]] = []
+        for job in chunk:
+            call = await self._prepare(job)
+            if call is None:
+                continue
+            task, args, kwargs = call
+            if task.options.executor is Executor.THREAD:
+                threaded.append((job, args, kwargs))
+            else:
+                await self._run_one(job, task, args, kwargs)
+        if threaded:
+            await self._run_threaded(threaded)
+
+    async def _prepare(
+        self, job: _Job
+    ) -> tuple[Task[Any, Any], tuple[Any, ...], dict[str, Any]] | None:
+        """Find the task and decode the arguments, or settle the job as dead right away."""
+        headers = job.delivery.message.headers
+        task = self.app.tasks.get(headers.get(TASK_HEADER, ""))
+        if task is None:
+            known = ", ".join(sorted(self.app.tasks)) or "none"
+            job.settlement = self._dead(
+                job, PermanentError(f"unknown task {headers.get(TASK_HEADER)!r}; known: {known}")
+            )
+            return None
+        job.task = task
+        allowed = task.options.retry.max_retries + 1
+        if job.delivery.delivery_count > allowed:
+            error = PermanentError(
+                f"delivered {job.delivery.delivery_count} times, {allowed} allowed: earlier "
+                "attempts were lost with their worker (crash or lapsed lease)"
+            )
+            job.settlement = self._dead(job, error)
+            return None
+        try:
+            args, kwargs = task.codec.decode(loads(job.delivery.message.body))
+        except ConveyorError as error:
+            job.settlement = self._dead(job, error)
+            return None
+        key = headers.get(IDEMPOTENCY_HEADER)
+        broker = self._broker
+        if key is not None and broker is not None and key in await broker.succeeded_keys([key]):
+            job.settlement = self._settlement(job, JobStatus.SUCCEEDED)
+            return None
+        await self._respect_rate_limit(task)
+        return task, args, kwargs
+
+    async def _respect_rate_limit(self, task: Task[Any, Any]) -> None:
+        limit = task.options.rate_limit
+        if limit is None or self._broker is None:
+            return
+        while (
+            pause := await self._broker.acquire_rate(
+                f"task:{task.name}", per_second=limit.per_second, burst=limit.count
+            )
+        ) > 0:
+            await asyncio.sleep(pause)
+
+    async def _run_one(
+        self, job: _Job, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        timeout = task.options.timeout
+        token = current_job.set(JobContext(self, job.delivery))
+        try:
+            if task.options.executor is Executor.PROCESS:
+                payload = loads(job.delivery.message.body)
+                function = task.function
+                result = await self._processes.run(
+                    function.__module__, function.__qualname__, payload, timeout, task.name
+                )
+            else:
+                result = await asyncio.wait_for(task.function(*args, **kwargs), timeout)
+        except TimeoutError:
+            job.settlement = self._failed(job, TaskTimeout(task.name, timeout or 0.0))
+        except asyncio.CancelledError:
+            if not self._stopping.is_set():
+                raise
+        except Exception as error:
+            job.settlement = self._failed(job, error)
+        else:
+            job.settlement = self._succeeded(job, result)
+        finally:
+            current_job.reset(token)
+
+    async def _run_threaded(
+        self, calls: list[tuple[_Job, tuple[Any, ...], dict[str, Any]]]
+    ) -> None:
+        bound: list[Callable[[], Any]] = []
+        for job, args, kwargs in calls:
+            assert job.task is not None
+            context = contextvars.copy_context()
+            context.run(current_job.set, JobContext(self, job.delivery))
+            bound.append(_bind(context, job.task.function, args, kwargs))
+        outcomes = await self._threads.run_chunk(bound)
+        now = time.monotonic()
+        for (job, _, _), (succeeded, value) in zip(calls, outcomes, strict=True):
+            assert job.task is not None
+            timeout = job.task.options.timeout
+            if timeout is not None and now - job.started_monotonic > timeout:
+                job.settlement = self._failed(job, TaskTimeout(job.task.name, timeout))
+            elif succeeded:
+                job.settlement = self._succeeded(job, value)
+            else:
+                job.settlement = self._failed(job, value)
+
+    # outcomes
+
+    def _succeeded(self, job: _Job, result: Any) -> Settlement:
+        try:
+            value = to_json(result)
+        except ConveyorError as error:
+            return self._dead(job, error)
+        return self._settlement(job, JobStatus.SUCCEEDED, result=value)
+
+    def _failed(self, job: _Job, error: BaseException) -> Settlement:
+        assert job.task is not None
+        options = job.task.options
+        decision = options.retry.decide(error, job.delivery.delivery_count, self._random)
+        if decision.retry:
+            return self._settlement(
+                job, JobStatus.RETRYING, error=describe(error), retry_delay=decision.delay
+            )
+        if not options.dead_letter:
+            return self._settlement(job, JobStatus.FAILED, error=describe(error))
+        return self._dead(job, error)
+
+    def _dead(self, job: _Job, error: BaseException) -> Settlement:
+        return self._settlement(job, JobStatus.DEAD, error=describe(error))
+
+    def _settlement(self, job: _Job, status: JobStatus, **details: Any) -> Settlement:
+        started = job.started_at or time.time()
+        return Settlement(job.delivery, status, started, worker=self.id, **details)
+
+    def _finish(self, settlement: Settlement) -> None:
+        self.counts.processed += 1
+        if settlement.status in (JobStatus.DEAD, JobStatus.FAILED, JobStatus.RETRYING):
+            self.counts.failed += 1
+        self._finished.append(settlement)
+        self._finished_event.set()
+
+    async def _settle_finished(self, broker: Broker) -> None:
+        """Settle outcomes in batches: whatever finished while the last batch was stored."""
+        while True:
+            await self._finished_event.wait()
+            await asyncio.sleep(0)
+            await self._flush(broker)
+
+    async def _flush(self, broker: Broker) -> None:
+        self._finished_event.clear()
+        batch, self._finished = self._finished, []
+        if batch:
+            lost = await broker.settle(batch)
+            self.counts.lost_leases += len(lost)
+
+    # keeping leases and the registry alive
+
+    async def _extend_leases(self, broker: Broker) -> None:
+        """Hold the leases of running jobs, but not past their task's timeout."""
+        lease = self.app.lease_timeout
+        while True:
+            await asyncio.sleep(lease / 3)
+            now = time.monotonic()
+            for job in list(self._running.values()):
+                timeout = job.task.options.timeout if job.task else None
+                if timeout is not None and now - job.started_monotonic > timeout:
+                    continue
+                with contextlib.suppress(ConveyorError):
+                    job.delivery = await broker.extend_lease(job.delivery, lease)
+
+    async def _heartbeats(self, broker: Broker) -> None:
+        while True:
+            now = time.time()
+            await broker.heartbeat(
+                WorkerInfo(
+                    self.id,
+                    socket.gethostname(),
+                    os.getpid(),
+                    tuple(self.queues),
+                    self._started_at,
+                    now,
+                    running=len(self._running),
+                    processed=self.counts.processed,
+                    failed=self.counts.failed,
+                    concurrency=self.concurrency,
+                )
+            )
+            await asyncio.sleep(self.heartbeat_interval)
+
+    async def _wind_down(self, broker: Broker) -> None:
+        """Give back what has not started; let running jobs finish within the grace period."""
+        waiting = [job.delivery for job in self._ready]
+        self._ready.clear()
+        await _release(broker, waiting)
+        deadline = time.monotonic() + (0.0 if self._aborting else self.grace)
+        while self._running and time.monotonic() < deadline and not self._aborting:
+            await asyncio.sleep(0.01)
+        await self._flush(broker)
+        await _release(broker, [job.delivery for job in self._running.values()])
+
+
+async def _release(broker: Broker, deliveries: Sequence[Delivery]) -> None:
+    for delivery in deliveries:
+        with contextlib.suppress(ConveyorError):
+            await broker.nack(delivery, requeue=True)
+
+
+def _bind(
+    context: contextvars.Context,
+    function: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Callable[[], Any]:
+    return lambda: context.run(function, *args, **kwargs)
