@@ -14,13 +14,13 @@ from typing import Any, TypeVar, overload
 from conveyor._portal import Portal
 from conveyor.brokers import open_broker
 from conveyor.brokers.base import Broker
-from conveyor.brokers.types import JobSubmission, QueueSpec
+from conveyor.brokers.types import JobSubmission, QueueSpec, WorkerInfo
 from conveyor.cron import Schedule, parse_schedule
 from conveyor.errors import ConfigError
 from conveyor.names import check_name
 from conveyor.tasks.dead_letters import DeadLetter, list_dead_letters
 from conveyor.tasks.job import Job
-from conveyor.tasks.task import Task, task_options
+from conveyor.tasks.task import TASK_OPTIONS, Task, task_options
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,6 +71,11 @@ class App:
         self, function: F | None = None, /, *, name: str | None = None, **options: Any
     ) -> Task[Any, Any] | Callable[[F], Task[Any, Any]]:
         """Register a function (``def`` or ``async def``) as a task; see TaskOptions."""
+
+        unknown = sorted(set(options) - TASK_OPTIONS)
+        if unknown:
+            valid = ", ".join(sorted(TASK_OPTIONS))
+            raise ConfigError(f"unknown task option(s) {', '.join(unknown)}; valid: {valid}")
 
         def register(fn: F) -> Task[Any, Any]:
             task_name = name or f"{fn.__module__}.{fn.__qualname__}"
@@ -191,6 +196,13 @@ class App:
         **options: Any,
     ) -> Job:
         return self.get_task(name).send(args, kwargs, **options)
+
+    async def aworkers(self) -> list[WorkerInfo]:
+        """Workers that have reported in; ``lost`` ones stopped heartbeating."""
+        return await (await self.abroker()).list_workers()
+
+    def workers(self) -> list[WorkerInfo]:
+        return self.call_sync(lambda broker: broker.list_workers())
 
     async def ajob(self, job_id: str) -> Job:
         """The job with this id; raises JobNotFound if it never existed or has expired."""

@@ -337,3 +337,10 @@ class WorkerInfo:
     processed: int = 0
     failed: int = 0
     concurrency: int = 1
+
+    def lost(self, now: float, *, after: float = 15.0) -> bool:
+        """No heartbeat for ``after`` seconds (three missed beats at the default 5 s).
+
+        A lost worker's jobs come back by themselves once their leases lapse.
+        """
+        return now - self.heartbeat_at > after

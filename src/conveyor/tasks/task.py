@@ -126,6 +126,9 @@ def task_options(
     )
 
 
+TASK_OPTIONS = frozenset(inspect.signature(task_options).parameters) - {"function"}
+
+
 class Task(Generic[P, R]):
     """A registered task. Call it to run it here; ``delay``/``send`` to run it on a worker."""
 
