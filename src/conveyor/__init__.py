@@ -1,5 +1,6 @@
 """Conveyor: background jobs and event streams on an embedded broker that grows with you."""
 
+from conveyor.app import App
 from conveyor.brokers import open_broker
 from conveyor.brokers.base import Broker, Capability, Consumer
 from conveyor.brokers.embedded.db import Durability
@@ -9,32 +10,49 @@ from conveyor.brokers.types import (
     Delivery,
     ExchangeSpec,
     ExchangeStats,
+    JobStatus,
     Overflow,
     QueueSpec,
     QueueStats,
 )
+from conveyor.errors import PermanentError, Retry, TemporaryError
 from conveyor.message import Message
 from conveyor.routing import ExchangeType
 from conveyor.sync import SyncBroker
+from conveyor.tasks.context import job_context
+from conveyor.tasks.dead_letters import DeadLetter
+from conveyor.tasks.job import Job
+from conveyor.tasks.task import Task
+from conveyor.worker.consume import Worker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "App",
     "Binding",
     "Broker",
     "Capability",
     "Consumer",
+    "DeadLetter",
     "DeadLetterReason",
     "Delivery",
     "Durability",
     "ExchangeSpec",
     "ExchangeStats",
     "ExchangeType",
+    "Job",
+    "JobStatus",
     "Message",
     "Overflow",
+    "PermanentError",
     "QueueSpec",
     "QueueStats",
+    "Retry",
     "SyncBroker",
+    "Task",
+    "TemporaryError",
+    "Worker",
     "__version__",
+    "job_context",
     "open_broker",
 ]
