@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
+import threading
 from typing import Any
 
 from conveyor.errors import ConfigError
@@ -44,6 +47,16 @@ def run(arguments: argparse.Namespace) -> int:
     autoscale = AutoscaleRules.parse(arguments.autoscale) if arguments.autoscale else None
     if arguments.processes == 1 and autoscale is None:
         asyncio.run(run_worker(app, options))
+        _exit_past_stuck_threads()
         return 0
     supervisor = Supervisor(app, options, processes=arguments.processes, autoscale=autoscale)
     return asyncio.run(supervisor.run())
+
+
+def _exit_past_stuck_threads() -> None:
+    """A sync task cannot be interrupted; once its job is back in the queue, do not wait for
+    its thread at interpreter exit (that wait would outlast a second SIGTERM)."""
+    if threading.active_count() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

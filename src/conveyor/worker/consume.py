@@ -41,6 +41,7 @@ class _Job:
     task: Task[Any, Any] | None = None
     started_at: float = 0.0
     started_monotonic: float = 0.0
+    elapsed: float = 0.0
     settlement: Settlement | None = None
 
 
@@ -294,9 +295,6 @@ class Worker:
                 result = await asyncio.wait_for(task.function(*args, **kwargs), timeout)
         except TimeoutError:
             job.settlement = self._failed(job, TaskTimeout(task.name, timeout or 0.0))
-        except asyncio.CancelledError:
-            if not self._stopping.is_set():
-                raise
         except Exception as error:
             job.settlement = self._failed(job, error)
         else:
@@ -312,13 +310,12 @@ class Worker:
             assert job.task is not None
             context = contextvars.copy_context()
             context.run(current_job.set, JobContext(self, job.delivery))
-            bound.append(_bind(context, job.task.function, args, kwargs))
+            bound.append(_bind(job, context, job.task.function, args, kwargs))
         outcomes = await self._threads.run_chunk(bound)
-        now = time.monotonic()
         for (job, _, _), (succeeded, value) in zip(calls, outcomes, strict=True):
             assert job.task is not None
             timeout = job.task.options.timeout
-            if timeout is not None and now - job.started_monotonic > timeout:
+            if timeout is not None and job.elapsed > timeout:
                 job.settlement = self._failed(job, TaskTimeout(job.task.name, timeout))
             elif succeeded:
                 job.settlement = self._succeeded(job, value)
@@ -370,9 +367,14 @@ class Worker:
     async def _flush(self, broker: Broker) -> None:
         self._finished_event.clear()
         batch, self._finished = self._finished, []
-        if batch:
+        if not batch:
+            return
+        try:
             lost = await broker.settle(batch)
-            self.counts.lost_leases += len(lost)
+        except BaseException:
+            self._finished[:0] = batch  # settled by the final flush instead
+            raise
+        self.counts.lost_leases += len(lost)
 
     # keeping leases and the registry alive
 
@@ -427,9 +429,20 @@ async def _release(broker: Broker, deliveries: Sequence[Delivery]) -> None:
 
 
 def _bind(
+    job: _Job,
     context: contextvars.Context,
     function: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Callable[[], Any]:
-    return lambda: context.run(function, *args, **kwargs)
+    """The call a worker thread makes; it times the call itself, not the chunk it is in."""
+
+    def call() -> Any:
+        job.started_at = time.time()
+        job.started_monotonic = time.monotonic()
+        try:
+            return context.run(function, *args, **kwargs)
+        finally:
+            job.elapsed = time.monotonic() - job.started_monotonic
+
+    return call
