@@ -26,6 +26,10 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+TASK_PRIORITIES = 9
+"""Task queues take priorities 0-9 (higher first); higher values count as 9."""
+
+
 def dead_letter_queue(queue: str) -> str:
     """The queue where ``queue``'s jobs go after their last attempt."""
     return f"{queue}.dlq"
@@ -157,6 +161,7 @@ class App:
         await broker.declare_queue(
             QueueSpec(
                 queue,
+                max_priority=TASK_PRIORITIES,
                 dead_letter_exchange="",
                 dead_letter_routing_key=dead,
                 lease_timeout=self.lease_timeout,

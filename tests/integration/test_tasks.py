@@ -15,6 +15,7 @@ from conveyor.brokers.types import JobStatus
 from conveyor.errors import (
     ConfigError,
     JobFailed,
+    JobNotFound,
     PermanentError,
     ResultTimeout,
     Retry,
@@ -379,3 +380,43 @@ def test_sync_code_enqueues_and_waits_without_an_event_loop(sqlite_url: str) -> 
         assert job.result(timeout=5) == 42
     finally:
         app.close()
+
+
+async def test_higher_priority_jobs_run_first_within_a_queue(app: App) -> None:
+    order: list[int] = []
+
+    @app.task
+    def record(level: int) -> None:
+        order.append(level)
+
+    for level in (0, 5, 9, 1):
+        await record.asend([level], priority=level)
+    await Worker(app, concurrency=1, prefetch=1).run_until_idle()
+    assert order == [9, 5, 1, 0]
+
+
+async def test_task_without_dead_letters_ends_failed(app: App) -> None:
+    @app.task(max_retries=0, dead_letter=False)
+    def best_effort() -> None:
+        raise RuntimeError("cache warm-up failed")
+
+    job = await best_effort.adelay()
+    await Worker(app).run_until_idle()
+    await job.arefresh()
+    assert job.status is JobStatus.FAILED
+    assert await app.adead_letters() == []
+
+
+async def test_job_records_expire_after_their_result_ttl(app: App) -> None:
+    @app.task(result_ttl=0.1)
+    def short_lived() -> int:
+        return 1
+
+    job = await short_lived.adelay()
+    await Worker(app).run_until_idle()
+    assert await job.aresult(timeout=5) == 1
+    await asyncio.sleep(1.2)  # maintenance runs at most once a second
+    broker = await app.abroker()
+    await broker.queue_stats("default")
+    with pytest.raises(JobNotFound):
+        await app.ajob(job.id)
