@@ -38,7 +38,7 @@ from bench.harness import (
     terminating,
 )
 from conveyor import Broker, Message, QueueSpec, open_broker
-from conveyor.brokers.embedded.queues import INSERT_MESSAGE
+from conveyor.brokers.embedded.rows import INSERT_MESSAGE
 from conveyor.brokers.embedded.schema import MIGRATIONS
 
 QUEUE = "bench"

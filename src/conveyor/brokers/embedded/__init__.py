@@ -17,9 +17,9 @@ from functools import partial
 from typing import TypeVar
 
 from conveyor.brokers.base import Broker, Capability
-from conveyor.brokers.embedded import jobs, queues, topology, wakeup
+from conveyor.brokers.embedded import browse, dead_letters, jobs, queues, rows, topology, wakeup
 from conveyor.brokers.embedded.db import Database, Durability
-from conveyor.brokers.embedded.queues import Changes, now_ms
+from conveyor.brokers.embedded.rows import Changes, now_ms
 from conveyor.brokers.embedded.topology import Topology
 from conveyor.brokers.types import (
     Binding,
@@ -190,7 +190,7 @@ class EmbeddedBroker(Broker):
         if gone:
             wakeup.unregister(connection, gone)
         if counters_due:
-            queues.flush_counters(connection, counters_due)
+            rows.flush_counters(connection, counters_due)
         known = cached if cached is not None else self._current(connection)
         changes = Changes()
         try:
@@ -267,7 +267,7 @@ class EmbeddedBroker(Broker):
     ) -> list[int]:
         delay_ms = int((as_seconds(delay, "delay") or 0.0) * 1000) if delay else 0
         limit = self.options.max_message_size
-        batch = [queues.prepare(message, limit) for message in messages]
+        batch = [rows.prepare(message, limit) for message in messages]
         if not batch:
             return []
 
@@ -369,11 +369,11 @@ class EmbeddedBroker(Broker):
 
         def expire(connection: sqlite3.Connection, known: Topology, changes: Changes) -> int:
             jobs.expire(connection, now)
-            return queues.expire(connection, known, now, changes)
+            return dead_letters.expire(connection, known, now, changes)
 
         more = await self._write(expire) > 0
         unused = await self._change_topology(partial(_delete_unused_queues, now))
-        next_expiry = await self._read(lambda c, t: queues.next_expiry_ms(c))
+        next_expiry = await self._read(lambda c, t: dead_letters.next_expiry_ms(c))
         due = now if more else now + 1000
         self._maintenance_due_ms = min(due, next_expiry or due)
         if unused:
@@ -416,7 +416,7 @@ class EmbeddedBroker(Broker):
     # browsing and moving
 
     async def browse(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[QueuedMessage]:
-        return await self._read(lambda c, t: queues.browse(c, t.queue(queue), limit, offset))
+        return await self._read(lambda c, t: browse.browse(c, t.queue(queue), limit, offset))
 
     async def move_messages(
         self, queue: str, to_queue: str, *, message_ids: Sequence[str] | None = None
@@ -424,10 +424,10 @@ class EmbeddedBroker(Broker):
         def work(connection: sqlite3.Connection, known: Topology, changes: Changes) -> int:
             now = now_ms()
             source, target = known.queue(queue), known.queue(to_queue)
-            rows = queues.waiting_rows(connection, source, now, message_ids=message_ids)
+            rows = browse.waiting_rows(connection, source, now, message_ids=message_ids)
             if not rows:
                 return 0
-            moved = queues.move(connection, source, target, rows, now, changes)
+            moved = browse.move(connection, source, target, rows, now, changes)
             jobs.requeued(connection, moved, now)
             return len(moved)
 
@@ -437,7 +437,7 @@ class EmbeddedBroker(Broker):
 
     async def submit_jobs(self, submissions: Sequence[JobSubmission]) -> list[JobRecord]:
         limit = self.options.max_message_size
-        prepared = [(s, queues.prepare(s.message, limit)) for s in submissions]
+        prepared = [(s, rows.prepare(s.message, limit)) for s in submissions]
         return await self._write(lambda c, t, ch: jobs.submit(c, t, prepared, now_ms(), ch))
 
     async def get_job(self, job_id: str) -> JobRecord:

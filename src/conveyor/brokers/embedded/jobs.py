@@ -12,8 +12,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.brokers.embedded import queues
-from conveyor.brokers.embedded.queues import Changes, Prepared
+from conveyor.brokers.embedded import browse, dead_letters, queues
+from conveyor.brokers.embedded.rows import Changes, Prepared
 from conveyor.brokers.embedded.topology import Topology
 from conveyor.brokers.types import (
     DeadLetterReason,
@@ -156,10 +156,10 @@ def settle(
             settled = queues.requeue(connection, delivery, available_at, now_ms)
             changes.woken_queue_ids.add(topology.queue(delivery.queue).id)
         elif settlement.status is JobStatus.DEAD:
-            rows = queues.leased_rows(connection, [delivery], now_ms)
+            rows = browse.leased_rows(connection, [delivery], now_ms)
             settled = bool(rows)
             queue = topology.queue(delivery.queue)
-            queues.dead_letter(
+            dead_letters.dead_letter(
                 connection,
                 topology,
                 queue,
@@ -239,7 +239,7 @@ def cancel(connection: sqlite3.Connection, topology: Topology, job_id: str, now_
         raise JobNotFound(job_id)
     if JobStatus(row[0]) not in _PENDING or row[1] is None:
         return False
-    if not queues.remove_waiting(connection, topology, row[1], now_ms):
+    if not browse.remove_waiting(connection, topology, row[1], now_ms):
         return False
     connection.execute(
         "UPDATE jobs SET status = ?, updated_at_ms = ?, expires_at_ms = ? + result_ttl_ms"

@@ -1,0 +1,196 @@
+"""Dead-lettering: moving messages out of a queue to its dead-letter exchange, and expiry.
+
+Each message keeps its id and body and gains an ``x-death`` entry saying where it died and
+why, as RabbitMQ records it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from conveyor.brokers.embedded.rows import (
+    COLUMNS,
+    DELIVERY_ORDER,
+    NOT_LEASED,
+    Changes,
+    expiry_ms,
+    hold,
+    insert,
+    marks,
+    priority_for,
+)
+from conveyor.brokers.embedded.topology import StoredQueue, Topology
+from conveyor.brokers.types import DeadLetterReason, Overflow
+from conveyor.errors import QueueFull
+from conveyor.message import decode_headers, encode_headers
+
+
+def expire(
+    connection: sqlite3.Connection,
+    topology: Topology,
+    now_ms: int,
+    changes: Changes,
+    *,
+    limit: int = 1000,
+) -> int:
+    """Dead-letter (or drop) messages of any queue past their TTL that no live lease holds.
+
+    Returns how many expired. Receive skips expired messages; this moves them on.
+    """
+    rows = connection.execute(
+        f"SELECT queue_id, {COLUMNS} FROM messages WHERE expires_at_ms <= ? AND {NOT_LEASED}"
+        " LIMIT ?",
+        (now_ms, now_ms, limit),
+    ).fetchall()
+    by_queue: dict[int, list[Sequence[Any]]] = defaultdict(list)
+    for row in rows:
+        by_queue[row[0]].append(row[1:])
+    for queue_id, queue_rows in by_queue.items():
+        source = topology.queues_by_id[queue_id]
+        dead_letter(
+            connection, topology, source, queue_rows, DeadLetterReason.EXPIRED, now_ms, changes
+        )
+    return len(rows)
+
+
+def next_expiry_ms(connection: sqlite3.Connection) -> int | None:
+    (earliest,) = connection.execute(
+        "SELECT min(expires_at_ms) FROM messages WHERE expires_at_ms IS NOT NULL"
+    ).fetchone()
+    return None if earliest is None else int(earliest)
+
+
+def dead_letter(
+    connection: sqlite3.Connection,
+    topology: Topology,
+    queue: StoredQueue,
+    rows: Sequence[Sequence[Any]],
+    reason: DeadLetterReason,
+    now_ms: int,
+    changes: Changes,
+    extra_headers: Mapping[str, Any] | None = None,
+) -> None:
+    """Move rows out of ``queue`` to its dead-letter exchange (or drop them if it has none).
+
+    Each message keeps its id and body and gains an ``x-death`` entry saying where it died
+    and why. Messages that would route back into the queue they left are dropped, so a
+    misconfigured dead-letter cycle cannot loop forever.
+    """
+    if not rows:
+        return
+    ids = [row[0] for row in rows]
+    connection.execute(f"DELETE FROM messages WHERE id IN ({marks(len(ids))})", ids)
+    spec = queue.spec
+    hold(connection, queue, -len(rows), -sum(row[3] for row in rows))
+    if spec.dead_letter_exchange is not None:
+        changes.count(queue.id, dead_lettered=len(rows))
+    if spec.dead_letter_exchange is None:
+        return
+    for row in rows:
+        routing_key = (
+            row[6] if spec.dead_letter_routing_key is None else spec.dead_letter_routing_key
+        )
+        headers = _with_death(row, spec.name, reason, now_ms)
+        if extra_headers:
+            headers.update(extra_headers)
+        encoded = encode_headers(headers)
+        size = len(row[11]) + (len(encoded) if encoded else 0)
+        targets, _ = topology.route(
+            spec.dead_letter_exchange, routing_key, headers, mandatory=False
+        )
+        for target in targets:
+            if _is_cycle(target, headers):
+                continue
+            new_row = (
+                target.id,
+                priority_for(target, row[12]),
+                now_ms,
+                expiry_ms(target, None, now_ms),
+                now_ms,
+                size,
+                row[4],
+                spec.dead_letter_exchange,
+                routing_key,
+                row[7],
+                None,
+                row[9],
+                encoded,
+                row[11],
+                row[12],
+            )
+            try:
+                insert(connection, target, [new_row], size, changes, counts_as_published=False)
+            except QueueFull:
+                continue  # as RabbitMQ does: a full reject-publish target drops dead letters
+            drop_head_over_limits(connection, topology, target, now_ms, changes)
+
+
+def _is_cycle(target: StoredQueue, headers: dict[str, Any]) -> bool:
+    """A message back in a queue it died in, with no rejection on the way, is looping.
+
+    Rejections break the cycle: "reject to a delay queue whose TTL routes back" is the
+    usual retry-with-delay pattern and must keep working.
+    """
+    deaths = headers["x-death"]
+    return any(death.get("queue") == target.spec.name for death in deaths) and not any(
+        death.get("reason") == DeadLetterReason.REJECTED.value for death in deaths
+    )
+
+
+def _with_death(
+    row: Sequence[Any], queue: str, reason: DeadLetterReason, now_ms: int
+) -> dict[str, Any]:
+    headers = decode_headers(row[10])
+    deaths: list[dict[str, Any]] = list(headers.get("x-death", []))
+    entry = {
+        "queue": queue,
+        "reason": reason.value,
+        "count": 1,
+        "time": now_ms / 1000,
+        "exchange": row[5],
+        "routing-keys": [row[6]],
+    }
+    for index, death in enumerate(deaths):
+        if death.get("queue") == queue and death.get("reason") == reason.value:
+            entry["count"] = int(death.get("count", 1)) + 1
+            del deaths[index]
+            break
+    headers["x-death"] = [entry, *deaths]
+    headers.setdefault("x-first-death-queue", queue)
+    headers.setdefault("x-first-death-reason", reason.value)
+    headers.setdefault("x-first-death-exchange", row[5])
+    return headers
+
+
+def drop_head_over_limits(
+    connection: sqlite3.Connection,
+    topology: Topology,
+    queue: StoredQueue,
+    now_ms: int,
+    changes: Changes,
+) -> None:
+    """With overflow drop-head, dead-letter the oldest waiting messages past the limits."""
+    spec = queue.spec
+    if spec.overflow is not Overflow.DROP_HEAD or not (spec.max_length or spec.max_bytes):
+        return
+    count, held = connection.execute(
+        "SELECT message_count, message_bytes FROM queues WHERE id = ?", (queue.id,)
+    ).fetchone()
+    excess_count = count - spec.max_length if spec.max_length else 0
+    excess_bytes = held - spec.max_bytes if spec.max_bytes else 0
+    if excess_count <= 0 and excess_bytes <= 0:
+        return
+    victims = []
+    for row in connection.execute(
+        f"SELECT {COLUMNS} FROM messages WHERE queue_id = ? AND {NOT_LEASED} {DELIVERY_ORDER}",
+        (queue.id, now_ms),
+    ):
+        if excess_count <= 0 and excess_bytes <= 0:
+            break
+        victims.append(row)
+        excess_count -= 1
+        excess_bytes -= row[3]
+    dead_letter(connection, topology, queue, victims, DeadLetterReason.MAXLEN, now_ms, changes)

@@ -1,0 +1,162 @@
+"""The messages table's row layout, and the low-level steps every message operation shares.
+
+Functions run inside a transaction opened by ``Database`` and touch only the database, so a
+transaction can be retried whole. ``Changes`` collects what the broker must act on after the
+commit: queues with new ready work (to wake their receivers) and lifetime counters.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.brokers.embedded.topology import StoredQueue
+from conveyor.brokers.types import Overflow, as_float
+from conveyor.errors import MessageTooLarge, QueueFull
+from conveyor.message import Message, decode_headers, encode_headers
+
+INSERT_MESSAGE = (
+    "INSERT INTO messages (queue_id, priority, available_at_ms, expires_at_ms, enqueued_at_ms,"
+    " size, message_id, exchange, routing_key, timestamp, ttl, content_type, headers, body,"
+    " message_priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+COLUMNS = (
+    "id, priority, delivery_count, size, message_id, exchange, routing_key, timestamp, ttl,"
+    " content_type, headers, body, message_priority"
+)
+# ``priority`` orders delivery (0 on queues without max_priority, capped at it otherwise);
+# ``message_priority`` is what the publisher set, handed back unchanged.
+DELIVERY_ORDER = "ORDER BY priority DESC, available_at_ms, id"
+# A row not held by a live lease: ready, delayed, or leased by someone whose lease lapsed.
+NOT_LEASED = "(leased = 0 OR available_at_ms <= ?)"
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A message checked and encoded once, before any transaction starts."""
+
+    message: Message
+    headers: str | None
+    size: int
+
+
+@dataclass(slots=True)
+class Changes:
+    """What a transaction did that the broker acts on once it has committed.
+
+    ``woken_queue_ids``: queues given ready work, whose waiting receivers to wake.
+    ``counters``: per queue id, [published, delivered, acked, dead_lettered] to add.
+    """
+
+    woken_queue_ids: set[int] = field(default_factory=set)
+    counters: dict[int, list[int]] = field(default_factory=dict)
+
+    def count(
+        self,
+        queue_id: int,
+        *,
+        published: int = 0,
+        delivered: int = 0,
+        acked: int = 0,
+        dead_lettered: int = 0,
+    ) -> None:
+        totals = self.counters.setdefault(queue_id, [0, 0, 0, 0])
+        totals[0] += published
+        totals[1] += delivered
+        totals[2] += acked
+        totals[3] += dead_lettered
+
+
+def flush_counters(connection: sqlite3.Connection, counters: dict[int, list[int]]) -> None:
+    connection.executemany(
+        "UPDATE queues SET published = published + ?, delivered = delivered + ?,"
+        " acked = acked + ?, dead_lettered = dead_lettered + ? WHERE id = ?",
+        [(*totals, queue_id) for queue_id, totals in counters.items()],
+    )
+
+
+def hold(connection: sqlite3.Connection, queue: StoredQueue, count: int, size: int) -> None:
+    """Keep the held count and bytes of a queue with limits exact, in the same transaction.
+
+    Only queues that declare max_length or max_bytes pay for this; the others are counted
+    from the delivery-order index when asked.
+    """
+    if queue.spec.max_length or queue.spec.max_bytes:
+        connection.execute(
+            "UPDATE queues SET message_count = message_count + ?,"
+            " message_bytes = message_bytes + ? WHERE id = ?",
+            (count, size, queue.id),
+        )
+
+
+def prepare(message: Message, max_size: int) -> Prepared:
+
+    headers = encode_headers(message.headers)
+    size = len(message.body) + (len(headers) if headers else 0)
+    if size > max_size:
+        raise MessageTooLarge(size, max_size)
+    return Prepared(message, headers, size)
+
+
+def expiry_ms(queue: StoredQueue, ttl: float | None, available_at_ms: int) -> int | None:
+    queue_ttl = as_float(queue.spec.message_ttl)
+    if ttl is None or (queue_ttl is not None and queue_ttl < ttl):
+        ttl = queue_ttl
+    return None if ttl is None else available_at_ms + int(ttl * 1000)
+
+
+def priority_for(queue: StoredQueue, priority: int) -> int:
+    return min(priority, queue.spec.max_priority) if queue.spec.max_priority else 0
+
+
+def insert(
+    connection: sqlite3.Connection,
+    queue: StoredQueue,
+    rows: list[tuple[Any, ...]],
+    size: int,
+    changes: Changes,
+    *,
+    counts_as_published: bool,
+) -> None:
+    """Insert rows into ``queue``; their rowids are consecutive, ending at last_insert_rowid()."""
+    spec = queue.spec
+    if spec.overflow is Overflow.REJECT_PUBLISH and (spec.max_length or spec.max_bytes):
+        count, held = connection.execute(
+            "SELECT message_count, message_bytes FROM queues WHERE id = ?", (queue.id,)
+        ).fetchone()
+        if spec.max_length and count + len(rows) > spec.max_length:
+            raise QueueFull(spec.name, f"max_length {spec.max_length}")
+        if spec.max_bytes and held + size > spec.max_bytes:
+            raise QueueFull(spec.name, f"max_bytes {spec.max_bytes}")
+    if len(rows) == 1:
+        connection.execute(INSERT_MESSAGE, rows[0])
+    else:
+        connection.executemany(INSERT_MESSAGE, rows)
+    hold(connection, queue, len(rows), size)
+    changes.woken_queue_ids.add(queue.id)
+    if counts_as_published:
+        changes.count(queue.id, published=len(rows))
+
+
+def message_from_row(row: Sequence[Any]) -> Message:
+    return Message(
+        body=row[11],
+        routing_key=row[6],
+        headers=decode_headers(row[10]),
+        priority=row[12],
+        ttl=row[8],
+        id=row[4],
+        timestamp=row[7],
+        content_type=row[9],
+    )
+
+
+def marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
