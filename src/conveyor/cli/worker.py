@@ -31,6 +31,26 @@ def add_parser(commands: Any) -> None:
     command.add_argument(
         "--autoscale", default=None, metavar="MIN:MAX", help="scale processes by queue depth"
     )
+    command.add_argument(
+        "--scale-at",
+        default="50:500",
+        metavar="LOW:HIGH",
+        help="ready jobs below LOW run MIN processes, above HIGH run MAX (default 50:500)",
+    )
+    command.add_argument(
+        "--scale-cooldown",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="least time between scaling down (default 30)",
+    )
+    command.add_argument(
+        "--scale-interval",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often the queue depth is checked (default 2)",
+    )
     command.set_defaults(handler=run)
 
 
@@ -44,12 +64,18 @@ def run(arguments: argparse.Namespace) -> int:
     options = WorkerOptions(
         arguments.app, queues, arguments.concurrency, arguments.prefetch, arguments.grace
     )
-    autoscale = AutoscaleRules.parse(arguments.autoscale) if arguments.autoscale else None
+    autoscale = _autoscale_rules(arguments) if arguments.autoscale else None
     if arguments.processes == 1 and autoscale is None:
         asyncio.run(run_worker(app, options))
         _exit_past_stuck_threads()
         return 0
-    supervisor = Supervisor(app, options, processes=arguments.processes, autoscale=autoscale)
+    supervisor = Supervisor(
+        app,
+        options,
+        processes=arguments.processes,
+        autoscale=autoscale,
+        check_interval=arguments.scale_interval,
+    )
     return asyncio.run(supervisor.run())
 
 
@@ -60,3 +86,13 @@ def _exit_past_stuck_threads() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def _autoscale_rules(arguments: argparse.Namespace) -> AutoscaleRules:
+    bounds = AutoscaleRules.parse(arguments.autoscale)
+    low, _, high = arguments.scale_at.partition(":")
+    if not (low.isdigit() and high.isdigit()):
+        raise ConfigError(f"--scale-at {arguments.scale_at!r} is not LOW:HIGH, e.g. 50:500")
+    return AutoscaleRules(
+        bounds.minimum, bounds.maximum, int(low), int(high), arguments.scale_cooldown
+    )
