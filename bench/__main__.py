@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import queues
+from bench import queues, tasks
 from bench.harness import (
     Figures,
     Suite,
@@ -26,7 +26,7 @@ from bench.harness import (
     write_json,
 )
 
-SUITES: dict[str, Suite] = {suite.name: suite for suite in (queues.SUITE,)}
+SUITES: dict[str, Suite] = {suite.name: suite for suite in (queues.SUITE, tasks.SUITE)}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def format_value(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    if unit == "msg/s":
+    if unit in ("msg/s", "tasks/s"):
         return f"{value:,.0f}"
     if unit == "ms":
         return f"{value:.3f}"

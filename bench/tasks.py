@@ -1,0 +1,491 @@
+"""The ``tasks`` suite: Conveyor's task layer end to end, beside the peers in the same run.
+
+Conveyor runs on the embedded broker (a fresh SQLite file per figure in a temporary
+directory, durability normal) with its worker started as a child process by its own CLI,
+``python -m conveyor worker bench.tasks_app:app --concurrency C --prefetch K``. The peers
+(Celery, Dramatiq, Huey, RQ, arq on the local Redis and RabbitMQ) run the same workloads
+through ``python -m bench.peers`` (see bench/peers); a peer whose server does not answer
+on 127.0.0.1, or whose library is not installed (``pip install -e '.[bench]'``), is
+skipped with a note.
+
+End-to-end figures drain a pre-filled queue: a begin marker task, N no-op tasks, an end
+marker task. The worker starts on the full queue; the clock runs from the moment the
+begin marker ran (written by the task itself) to the parent's first 50 ms poll that sees
+the end marker's file and an empty queue (``queue_stats(...).depth == 0``: nothing ready,
+delayed or leased). The same rule times every peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import tasks_app
+from bench.harness import (
+    ROOT,
+    Figures,
+    Stopwatch,
+    Suite,
+    Target,
+    bench_module_command,
+    per_second,
+    percentile,
+    progress,
+    run_child,
+    terminating,
+)
+from bench.peers import PEERS, Peer, server_listening
+from conveyor.app import App
+
+BATCH = 100
+POLL_S = 0.05
+WORKER_CONCURRENCY = 1
+WORKER_PREFETCH = 500
+"""The worker's configuration for every Conveyor figure: the best of the sweep
+(``python -m bench.tasks sweep``) on the development machine; see docs/benchmarks.md."""
+
+LATENCY_WARMUP = 20  # samples discarded: first connections, first wake-ups
+LATENCY_GAP_S = (0.005, 0.010)  # idle time before each latency enqueue, drawn uniformly
+LATENCY_IDLE_GAP_S = 1.0  # ... and for the after-idle samples
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """How much work each figure does (tasks unless named otherwise)."""
+
+    e2e: int
+    enqueue_single: int
+    enqueue_batch: int
+    latency_samples: int
+    latency_idle_samples: int
+    peer: int
+    slow_peer: int
+
+
+FULL = Sizes(
+    e2e=100_000,
+    enqueue_single=10_000,
+    enqueue_batch=100_000,
+    latency_samples=500,
+    latency_idle_samples=30,
+    peer=20_000,
+    slow_peer=3_000,
+)
+QUICK = Sizes(
+    e2e=10_000,
+    enqueue_single=2_000,
+    enqueue_batch=20_000,
+    latency_samples=100,
+    latency_idle_samples=10,
+    peer=2_000,
+    slow_peer=1_000,
+)
+
+# name -> (unit, what it measures); the order is the order of the printed table
+FIGURES: dict[str, tuple[str, str]] = {
+    "e2e_per_s": ("tasks/s", "drain N pre-enqueued sync no-op tasks with one worker process"),
+    "e2e_async_per_s": ("tasks/s", "the same with an async def no-op"),
+    "e2e_with_startup_per_s": ("tasks/s", "sync drain timed from the worker's launch instead"),
+    "worker_startup_s": ("s", "worker launch -> first task running (interpreter, imports)"),
+    "worker_rss_mb": ("MB", "peak RSS (VmHWM) of the worker process during the sync drain"),
+    "enqueue_single_per_s": ("tasks/s", "task.delay() one call per task, no event loop"),
+    "enqueue_single_async_per_s": ("tasks/s", "await task.adelay() one call per task"),
+    "enqueue_batch_per_s": ("tasks/s", f"task.send_many() of {BATCH} calls, no event loop"),
+    "enqueue_batch_async_per_s": ("tasks/s", f"await task.asend_many() of {BATCH} calls"),
+    "latency_p50_ms": ("ms", "enqueue -> task function starts, idle worker, median"),
+    "latency_p99_ms": ("ms", "enqueue -> task function starts, idle worker, 99th percentile"),
+    "latency_after_idle_p50_ms": ("ms", "the same after 1 s of idle before each enqueue"),
+    **{
+        name: (unit, f"{peer.configuration}: {what}")
+        for peer in PEERS
+        for name, unit, what in (
+            (f"peer_{peer.name}_e2e_per_s", "tasks/s", "drain N pre-enqueued no-op tasks"),
+            (f"peer_{peer.name}_enqueue_per_s", "tasks/s", "enqueue one call per task"),
+        )
+    },
+}
+RATIOS: dict[str, tuple[str, str]] = {
+    "e2e_vs_fastest_peer": ("x", "e2e_per_s / the largest peer_*_e2e_per_s"),
+    "e2e_async_vs_fastest_peer": ("x", "e2e_async_per_s / the largest peer_*_e2e_per_s"),
+    "enqueue_single_vs_fastest_peer": (
+        "x",
+        "enqueue_single_per_s / the largest peer_*_enqueue_per_s",
+    ),
+}
+
+TARGETS = (
+    Target("end to end >= 10x the fastest peer", "e2e_vs_fastest_peer", ">=", 10.0),
+    Target("idle enqueue->start p50 <= 1 ms", "latency_p50_ms", "<=", 1.0),
+    Target("idle enqueue->start p99 <= 5 ms", "latency_p99_ms", "<=", 5.0),
+    Target("worker peak RSS <= 80 MB", "worker_rss_mb", "<=", 80.0),
+)
+
+
+def fastest_peer(results: Mapping[str, float], suffix: str) -> float | None:
+    """The largest ``peer_*<suffix>`` figure, or None when no peer was measured."""
+    values = [v for k, v in results.items() if k.startswith("peer_") and k.endswith(suffix)]
+    return max(values) if values else None
+
+
+def ratios(results: Mapping[str, float]) -> Figures:
+    """Comparisons within one run; a ratio is left out when a side is missing or zero."""
+    found: Figures = {}
+    for ratio, figure, suffix in (
+        ("e2e_vs_fastest_peer", "e2e_per_s", "_e2e_per_s"),
+        ("e2e_async_vs_fastest_peer", "e2e_async_per_s", "_e2e_per_s"),
+        ("enqueue_single_vs_fastest_peer", "enqueue_single_per_s", "_enqueue_per_s"),
+    ):
+        best = fastest_peer(results, suffix)
+        if figure in results and best:
+            found[ratio] = results[figure] / best
+    return found
+
+
+def peak_rss_mb(status: str) -> float | None:
+    """VmHWM (the resident set's high-water mark) from /proc/PID/status text, in MiB."""
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key == "VmHWM":
+            amount, _, unit = value.strip().partition(" ")
+            if unit.strip() != "kB":
+                raise ValueError(f"VmHWM in {unit!r}, expected kB")
+            return int(amount) / 1024
+    return None
+
+
+def run(quick: bool) -> Figures:
+    """Measure every figure once, in a fresh temporary directory."""
+    sizes = QUICK if quick else FULL
+    with tempfile.TemporaryDirectory(prefix="conveyor-bench-tasks-") as directory:
+        measured = measure(Path(directory), sizes)
+    return {name: measured[name] for name in FIGURES if name in measured}
+
+
+def broker_url(path: Path) -> str:
+    return f"sqlite:///{path}?durability=normal"
+
+
+def measure(directory: Path, sizes: Sizes) -> Figures:
+    results: Figures = {}
+
+    progress(f"enqueue: {sizes.enqueue_single:,} task.delay() calls, sync")
+    results["enqueue_single_per_s"] = enqueue_single(directory / "single.db", sizes)
+    progress(f"enqueue: {sizes.enqueue_single:,} await task.adelay() calls")
+    results["enqueue_single_async_per_s"] = asyncio.run(
+        enqueue_single_async(directory / "single-async.db", sizes)
+    )
+    progress(f"enqueue: {sizes.enqueue_batch:,} tasks by send_many({BATCH}), sync")
+    results["enqueue_batch_per_s"] = enqueue_batch(directory / "batch.db", sizes)
+
+    config = f"--concurrency {WORKER_CONCURRENCY} --prefetch {WORKER_PREFETCH}"
+    progress(f"e2e: {sizes.e2e:,} sync no-op tasks through one worker ({config})")
+    drained = drain(directory, "e2e", tasks_app.NOOP, sizes.e2e)
+    results["e2e_per_s"] = drained.per_s
+    results["e2e_with_startup_per_s"] = drained.with_startup_per_s
+    results["worker_startup_s"] = drained.startup_s
+    results["worker_rss_mb"] = drained.rss_mb
+    results["enqueue_batch_async_per_s"] = drained.fill_per_s
+    progress(f"e2e: {drained.per_s:,.0f} tasks/s, worker peak RSS {drained.rss_mb:.1f} MB")
+    progress(f"e2e: {sizes.e2e:,} async no-op tasks through one worker")
+    drained_async = drain(directory, "e2e-async", tasks_app.ASYNC_NOOP, sizes.e2e)
+    results["e2e_async_per_s"] = drained_async.per_s
+    progress(f"e2e async: {drained_async.per_s:,.0f} tasks/s")
+
+    progress(
+        f"latency: {sizes.latency_samples:,} + {sizes.latency_idle_samples} after 1 s idle, "
+        "enqueue -> start on an idle worker"
+    )
+    busy, idle = latency(directory / "latency.db", sizes)
+    results["latency_p50_ms"] = percentile(busy, 50)
+    results["latency_p99_ms"] = percentile(busy, 99)
+    results["latency_after_idle_p50_ms"] = percentile(idle, 50)
+
+    results.update(measure_peers(directory / "peers", sizes))
+    return results
+
+
+# enqueueing
+
+
+def enqueue_single(path: Path, sizes: Sizes) -> float:
+    """``task.delay()`` per task from code without an event loop (the App's sync portal)."""
+    app = tasks_app.build(broker_url(path))
+    noop = app.get_task(tasks_app.NOOP)
+    try:
+        noop.delay()  # first use opens the broker and declares the queue
+        with Stopwatch() as watch:
+            for _ in range(sizes.enqueue_single):
+                noop.delay()
+    finally:
+        app.close()
+    return per_second(sizes.enqueue_single, watch.seconds)
+
+
+async def enqueue_single_async(path: Path, sizes: Sizes) -> float:
+    app = tasks_app.build(broker_url(path))
+    noop = app.get_task(tasks_app.NOOP)
+    try:
+        await noop.adelay()
+        with Stopwatch() as watch:
+            for _ in range(sizes.enqueue_single):
+                await noop.adelay()
+    finally:
+        await app.aclose()
+    return per_second(sizes.enqueue_single, watch.seconds)
+
+
+def enqueue_batch(path: Path, sizes: Sizes) -> float:
+    app = tasks_app.build(broker_url(path))
+    noop = app.get_task(tasks_app.NOOP)
+    calls: list[tuple[Sequence[object], Mapping[str, object]]] = [((), {})] * BATCH
+    try:
+        noop.delay()
+        with Stopwatch() as watch:
+            for _ in range(sizes.enqueue_batch // BATCH):
+                noop.send_many(calls)
+    finally:
+        app.close()
+    return per_second(sizes.enqueue_batch // BATCH * BATCH, watch.seconds)
+
+
+# end to end
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    per_s: float
+    with_startup_per_s: float
+    startup_s: float
+    rss_mb: float
+    fill_per_s: float
+
+
+def worker_command(concurrency: int, prefetch: int) -> list[str]:
+    return bench_module_command(
+        "conveyor", "worker", "bench.tasks_app:app",
+        "--concurrency", str(concurrency), "--prefetch", str(prefetch),
+    )  # fmt: skip
+
+
+def start_worker(url: str, concurrency: int, prefetch: int) -> subprocess.Popen[str]:
+    env = {**os.environ, tasks_app.URL_ENV: url}
+    return subprocess.Popen(
+        worker_command(concurrency, prefetch),
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def drain(
+    directory: Path,
+    name: str,
+    task: str,
+    count: int,
+    concurrency: int = WORKER_CONCURRENCY,
+    prefetch: int = WORKER_PREFETCH,
+) -> Drained:
+    """Fill a queue (begin marker, ``count`` tasks, end marker), then time one worker on it."""
+    path = directory / f"{name}.db"
+    url = broker_url(path)
+    app = tasks_app.build(url)
+    begin, end = directory / f"{name}.begin", directory / f"{name}.end"
+    fill_seconds = asyncio.run(fill(app, task, count, begin, end))
+    launched = time.time()
+    worker = start_worker(url, concurrency, prefetch)
+    with terminating(worker, grace=30):
+        done = wait_drained(app, worker, end, timeout=120 + count / 500)
+        rss = peak_rss_mb(Path(f"/proc/{worker.pid}/status").read_text())
+        worker.terminate()
+        worker.wait(30)
+    try:
+        dead = app.call_sync(lambda broker: broker.queue_stats(f"{tasks_app.QUEUE}.dlq")).depth
+    finally:
+        app.close()
+    if dead:
+        raise RuntimeError(f"{dead} {name} jobs were dead-lettered")
+    began = float(begin.read_text())
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return Drained(
+        per_s=per_second(count, done - began),
+        with_startup_per_s=per_second(count, done - launched),
+        startup_s=began - launched,
+        rss_mb=rss or 0.0,
+        fill_per_s=per_second(count // BATCH * BATCH, fill_seconds),
+    )
+
+
+async def fill(app: App, task: str, count: int, begin: Path, end: Path) -> float:
+    """Enqueue the markers around ``count`` calls of ``task``; seconds of the batches of 100."""
+    noop = app.get_task(task)
+    mark = app.get_task(tasks_app.MARK)
+    calls: list[tuple[Sequence[object], Mapping[str, object]]] = [((), {})] * BATCH
+    try:
+        await mark.adelay(str(begin))
+        with Stopwatch() as watch:
+            for _ in range(count // BATCH):
+                await noop.asend_many(calls)
+        if rest := count % BATCH:
+            await noop.asend_many(calls[:rest])
+        await mark.adelay(str(end))
+    finally:
+        await app.aclose()
+    return watch.seconds
+
+
+def wait_drained(app: App, worker: subprocess.Popen[str], end: Path, timeout: float) -> float:
+    """Every 50 ms: the time.time() at which the end marker has run and the queue is empty.
+
+    Checking the marker's file first keeps the parent from counting a deep queue (about
+    10 ms of index scan at 100,000 jobs) 20 times a second while the worker drains it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with {worker.returncode}")
+        if end.exists():
+            stats = app.call_sync(lambda broker: broker.queue_stats(tasks_app.QUEUE))
+            if stats.depth == 0:
+                return time.time()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not drain the queue within {timeout:.0f} s")
+        time.sleep(POLL_S)
+
+
+# latency
+
+
+def latency(path: Path, sizes: Sizes) -> tuple[list[float], list[float]]:
+    """(ms samples 5-10 ms apart, ms samples 1 s apart), enqueue -> the task function runs.
+
+    One worker process, idle between samples. The parent enqueues ``probe(time.time())``
+    and waits for the job's result (the probe returns ``time.time()`` at its start minus
+    the argument), then idles before the next one. The first 20 samples are discarded.
+    """
+    app = tasks_app.build(broker_url(path))
+    asyncio.run(declare(app))
+    worker = start_worker(broker_url(path), WORKER_CONCURRENCY, WORKER_PREFETCH)
+    with terminating(worker, grace=30):
+        busy = asyncio.run(
+            probe(app, worker, LATENCY_WARMUP + sizes.latency_samples, LATENCY_GAP_S)
+        )[LATENCY_WARMUP:]
+        idle = asyncio.run(
+            probe(app, worker, sizes.latency_idle_samples, (LATENCY_IDLE_GAP_S,) * 2)
+        )
+    return busy, idle
+
+
+async def declare(app: App) -> None:
+    try:
+        await app.ensure_queue(await app.abroker(), tasks_app.QUEUE)
+    finally:
+        await app.aclose()
+
+
+async def probe(
+    app: App, worker: subprocess.Popen[str], count: int, gap: tuple[float, float]
+) -> list[float]:
+    probe_task = app.get_task(tasks_app.PROBE)
+    delays: list[float] = []
+    try:
+        for _ in range(count):
+            await asyncio.sleep(random.uniform(*gap))
+            job = await probe_task.adelay(time.time())
+            delays.append(float(await job.aresult(timeout=60)))
+            if worker.poll() is not None:
+                raise RuntimeError(f"the latency worker exited with {worker.returncode}")
+    finally:
+        await app.aclose()
+    return delays
+
+
+# peers
+
+
+def measure_peers(directory: Path, sizes: Sizes) -> Figures:
+    """Each peer with a server and its library, in a child process; skipped with a note."""
+    results: Figures = {}
+    for peer in PEERS:
+        if (reason := peer_missing(peer)) is not None:
+            progress(f"peer {peer.name}: skipped, {reason}")
+            continue
+        count = sizes.slow_peer if peer.slow else sizes.peer
+        progress(f"peer {peer.name}: {count:,} tasks ({peer.configuration})")
+        command = bench_module_command("bench.peers", peer.name, str(count), str(directory))
+        child = run_child(command, timeout=300 + count / 50)
+        figures = json.loads(child.stdout.strip().splitlines()[-1])
+        results[f"peer_{peer.name}_e2e_per_s"] = float(figures["e2e_per_s"])
+        results[f"peer_{peer.name}_enqueue_per_s"] = float(figures["enqueue_per_s"])
+        progress(
+            f"peer {peer.name}: e2e {figures['e2e_per_s']:,.0f}/s, enqueue "
+            f"{figures['enqueue_per_s']:,.0f}/s, worker start-up {figures['startup_s']:.2f} s"
+        )
+    return results
+
+
+def peer_missing(peer: Peer) -> str | None:
+    """Why a peer cannot run here (library not installed, server not listening), or None."""
+    if importlib.util.find_spec(peer.library) is None:
+        return f"{peer.library} is not installed (pip install -e '.[bench]')"
+    if not server_listening("127.0.0.1", peer.port):
+        return f"nothing listens on 127.0.0.1:{peer.port} ({peer.backend})"
+    return None
+
+
+# the worker's configuration
+
+
+SWEEP_CONCURRENCY = (1, 2, 4, 8)
+SWEEP_PREFETCH = (100, 200, 500, 1000)
+
+
+def sweep(count: int) -> None:
+    """Drain ``count`` sync no-ops with each worker configuration; print a line per config."""
+    with tempfile.TemporaryDirectory(prefix="conveyor-bench-sweep-") as directory:
+        for concurrency in SWEEP_CONCURRENCY:
+            for prefetch in SWEEP_PREFETCH:
+                for task in (tasks_app.NOOP, tasks_app.ASYNC_NOOP):
+                    name = f"sweep-{concurrency}-{prefetch}-{task.rsplit('.', 1)[-1]}"
+                    drained = drain(Path(directory), name, task, count, concurrency, prefetch)
+                    print(
+                        f"{task:12} concurrency {concurrency}  prefetch {prefetch:4}  "
+                        f"{drained.per_s:9,.0f} tasks/s  RSS {drained.rss_mb:5.1f} MB",
+                        flush=True,
+                    )
+
+
+SUITE = Suite(
+    name="tasks",
+    description="Conveyor's task layer end to end on the embedded broker, beside the peers",
+    run=run,
+    ratios=ratios,
+    targets=TARGETS,
+    units={name: unit for name, (unit, _) in {**FIGURES, **RATIOS}.items()},
+)
+
+
+def child_main(argv: list[str]) -> None:
+    """``python -m bench.tasks sweep [COUNT]``: try worker configurations."""
+    match argv:
+        case ["sweep"]:
+            sweep(30_000)
+        case ["sweep", count]:
+            sweep(int(count))
+        case _:
+            raise SystemExit("usage: python -m bench.tasks sweep [COUNT]")
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1:])
