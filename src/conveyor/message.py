@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -74,6 +75,28 @@ def encode_headers(headers: Mapping[str, Any]) -> str | None:
 def decode_headers(text: str | None) -> dict[str, Any]:
     if text is None:
         return {}
+    if len(text) <= _CACHED_HEADERS_LENGTH:
+        flat = _flat_headers(text)
+        if flat is not None:
+            return dict(flat)
+    return _decode_headers(text)
+
+
+# Task messages carry the same short headers over and over ({"task": "..."}): decoding
+# them once saves a JSON parse per delivery. Only flat headers are cached, and each caller
+# gets a dict of its own, so no caller can change what another sees.
+_CACHED_HEADERS_LENGTH = 200
+
+
+@functools.lru_cache(maxsize=512)
+def _flat_headers(text: str) -> tuple[tuple[str, Any], ...] | None:
+    headers = _decode_headers(text)
+    if any(isinstance(value, dict | list) for value in headers.values()):
+        return None
+    return tuple(headers.items())
+
+
+def _decode_headers(text: str) -> dict[str, Any]:
     try:
         headers = json.loads(text)
     except ValueError as exc:

@@ -20,13 +20,21 @@ current_job: ContextVar[JobContext | None] = ContextVar("conveyor_current_job", 
 class JobContext:
     """Handed to task code through ``job_context()`` while a worker runs it."""
 
-    def __init__(self, worker: Worker, delivery: Delivery) -> None:
+    __slots__ = ("_loop", "_loop_thread", "_worker", "attempt", "job_id", "queue")
+
+    def __init__(
+        self,
+        worker: Worker,
+        delivery: Delivery,
+        loop: asyncio.AbstractEventLoop,
+        loop_thread: int,
+    ) -> None:
         self.job_id = delivery.message.id
         self.attempt = delivery.delivery_count
         self.queue = delivery.queue
         self._worker = worker
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        self._loop = loop
+        self._loop_thread = loop_thread
 
     async def aset_progress(self, progress: Any) -> None:
         """Store progress (any JSON value) for ``Job.progress`` to show."""

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import os
 import random
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -107,6 +107,8 @@ class Worker:
     async def run(self, *, until_idle: bool = False) -> WorkerCounts:
         """Work until ``stop()``, or with ``until_idle`` until every queue is empty."""
         broker = self._broker = await self.app.abroker()
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         for queue in self.queues:
             await self.app.ensure_queue(broker, queue)
         helpers = [
@@ -138,6 +140,9 @@ class Worker:
     async def run_until_idle(self) -> WorkerCounts:
         """Drain the queues through the real worker code, then return (for tests, scripts)."""
         return await self.run(until_idle=True)
+
+    def _context(self, job: _Job) -> JobContext:
+        return JobContext(self, job.delivery, self._loop, self._loop_thread)
 
     def _helper_done(self, helper: asyncio.Task[Any]) -> None:
         """A helper that fails stops the worker, and ``run`` raises its error."""
@@ -283,7 +288,7 @@ class Worker:
         self, job: _Job, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         timeout = task.options.timeout
-        token = current_job.set(JobContext(self, job.delivery))
+        token = current_job.set(self._context(job))
         try:
             if task.options.executor is Executor.PROCESS:
                 payload = loads(job.delivery.message.body)
@@ -292,7 +297,8 @@ class Worker:
                     function.__module__, function.__qualname__, payload, timeout, task.name
                 )
             else:
-                result = await asyncio.wait_for(task.function(*args, **kwargs), timeout)
+                async with asyncio.timeout(timeout):
+                    result = await task.function(*args, **kwargs)
         except TimeoutError:
             job.settlement = self._failed(job, TaskTimeout(task.name, timeout or 0.0))
         except Exception as error:
@@ -308,9 +314,7 @@ class Worker:
         bound: list[Callable[[], Any]] = []
         for job, args, kwargs in calls:
             assert job.task is not None
-            context = contextvars.copy_context()
-            context.run(current_job.set, JobContext(self, job.delivery))
-            bound.append(_bind(job, context, job.task.function, args, kwargs))
+            bound.append(_bind(job, self._context(job), job.task.function, args, kwargs))
         outcomes = await self._threads.run_chunk(bound)
         for (job, _, _), (succeeded, value) in zip(calls, outcomes, strict=True):
             assert job.task is not None
@@ -430,7 +434,7 @@ async def _release(broker: Broker, deliveries: Sequence[Delivery]) -> None:
 
 def _bind(
     job: _Job,
-    context: contextvars.Context,
+    context: JobContext,
     function: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -440,9 +444,11 @@ def _bind(
     def call() -> Any:
         job.started_at = time.time()
         job.started_monotonic = time.monotonic()
+        token = current_job.set(context)
         try:
-            return context.run(function, *args, **kwargs)
+            return function(*args, **kwargs)
         finally:
+            current_job.reset(token)
             job.elapsed = time.monotonic() - job.started_monotonic
 
     return call
