@@ -337,3 +337,19 @@ async def test_consumer_stops_counting_a_delivery_whose_lease_lapsed(
     assert clock.elapsed >= 0.2  # it waited for the lapse: prefetch was full until then
     assert first.message.body == b"a"
     assert second.message.body in (b"a", b"b")
+
+
+@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
+async def test_released_messages_come_back_at_once_without_counting_a_delivery(
+    broker: Broker, name: str
+) -> None:
+    await broker.declare_queue(QueueSpec(name))
+    await publish_bodies(broker, name, b"a", b"b")
+    deliveries = await broker.receive(name, max_messages=2, lease_timeout=30)
+    await broker.release(deliveries)
+    again = await broker.receive(name, max_messages=2)
+    assert [d.message.body for d in again] == [b"a", b"b"]
+    assert [d.delivery_count for d in again] == [1, 1]
+    assert not any(d.redelivered for d in again)
+    await broker.release(deliveries)  # stale leases: nothing happens
+    assert (await broker.queue_stats(name)).unacked == 2

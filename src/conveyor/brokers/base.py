@@ -33,7 +33,7 @@ from conveyor.brokers.types import (
     Settlement,
     WorkerInfo,
 )
-from conveyor.errors import ConfigError, NotSupported
+from conveyor.errors import ConfigError, LeaseLost, NotSupported
 from conveyor.message import Message
 
 if TYPE_CHECKING:
@@ -228,6 +228,17 @@ class Broker(ABC):
         queue has no dead-letter exchange. Raises LeaseLost if the lease lapsed.
         """
 
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Give back leased messages that were never worked on, as if never delivered.
+
+        Unlike ``nack``, the delivery does not count as an attempt (a worker stopping
+        with prefetched work must not use up its jobs' retries). Lapsed leases are skipped.
+        Backends that cannot take a delivery back uncounted requeue it counted.
+        """
+        for delivery in deliveries:
+            with contextlib.suppress(LeaseLost):
+                await self.nack(delivery, requeue=True)
+
     async def reject(self, delivery: Delivery) -> None:
         """Dead-letter (or drop) the message: ``nack(requeue=False)``."""
         await self.nack(delivery, requeue=False)
@@ -383,6 +394,17 @@ class Consumer(AsyncIterator[Delivery]):
         for delivery in deliveries:
             self._unsettled.pop(delivery.tag, None)
         self._settled.set()
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Give back leased messages that were never worked on, as if never delivered.
+
+        Unlike ``nack``, the delivery does not count as an attempt (a worker stopping
+        with prefetched work must not use up its jobs' retries). Lapsed leases are skipped.
+        Backends that cannot take a delivery back uncounted requeue it counted.
+        """
+        for delivery in deliveries:
+            with contextlib.suppress(LeaseLost):
+                await self.nack(delivery, requeue=True)
 
     async def reject(self, delivery: Delivery) -> None:
         await self.nack(delivery, requeue=False)

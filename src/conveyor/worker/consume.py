@@ -93,6 +93,8 @@ class Worker:
         self._started_at = time.time()
         self._broker: Broker | None = None
         self._failure: BaseException | None = None
+        self._unstarted: list[Delivery] = []
+        self._thread_stop = threading.Event()
 
     # lifecycle
 
@@ -101,6 +103,7 @@ class Worker:
         if self._stopping.is_set() or not graceful:
             self._aborting = True
         self._stopping.set()
+        self._thread_stop.set()
         self._work.set()
         self._space.set()
 
@@ -213,21 +216,31 @@ class Worker:
             share = max(1, len(self._ready) // self.concurrency)
             chunk = [self._ready.popleft() for _ in range(min(share, len(self._ready)))]
             for job in chunk:
-                job.started_at = time.time()
-                job.started_monotonic = time.monotonic()
                 self._running[job.delivery.tag] = job
             try:
                 await self._run_chunk(chunk)
             finally:
+                now = time.time()
                 for job in chunk:
                     self._running.pop(job.delivery.tag, None)
                     if job.settlement is not None:
                         self._finish(job.settlement)
+                    elif not job.started_monotonic and job.delivery.lease_deadline > now:
+                        self._unstarted.append(job.delivery)
                 self._space.set()
 
     async def _run_chunk(self, chunk: list[_Job]) -> None:
+        """Run a chunk in order; once stopping, jobs not yet started are left to be released.
+
+        A job whose lease lapsed while it waited is skipped: the queue may have given it to
+        another worker already.
+        """
         threaded: list[tuple[_Job, tuple[Any, ...], dict[str, Any]]] = []
         for job in chunk:
+            if self._stopping.is_set():
+                break
+            if job.delivery.lease_deadline <= time.time():
+                continue
             call = await self._prepare(job)
             if call is None:
                 continue
@@ -288,6 +301,7 @@ class Worker:
         self, job: _Job, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         timeout = task.options.timeout
+        job.started_at, job.started_monotonic = time.time(), time.monotonic()
         token = current_job.set(self._context(job))
         try:
             if task.options.executor is Executor.PROCESS:
@@ -315,8 +329,8 @@ class Worker:
         for job, args, kwargs in calls:
             assert job.task is not None
             bound.append(_bind(job, self._context(job), job.task.function, args, kwargs))
-        outcomes = await self._threads.run_chunk(bound)
-        for (job, _, _), (succeeded, value) in zip(calls, outcomes, strict=True):
+        outcomes = await self._threads.run_chunk(bound, self._thread_stop)
+        for (job, _, _), (succeeded, value) in zip(calls, outcomes, strict=False):
             assert job.task is not None
             timeout = job.task.options.timeout
             if timeout is not None and job.elapsed > timeout:
@@ -383,17 +397,23 @@ class Worker:
     # keeping leases and the registry alive
 
     async def _extend_leases(self, broker: Broker) -> None:
-        """Hold the leases of running jobs, but not past their task's timeout."""
+        """Hold the leases of prefetched and running jobs, but not past a task's timeout.
+
+        A lease due within two thirds of the lease timeout is renewed; checking every third
+        keeps every held lease alive for as long as this worker is.
+        """
         lease = self.app.lease_timeout
         while True:
             await asyncio.sleep(lease / 3)
-            now = time.monotonic()
-            for job in list(self._running.values()):
+            now, soon = time.monotonic(), time.time() + lease * 2 / 3
+            for job in [*self._ready, *self._running.values()]:
                 timeout = job.task.options.timeout if job.task else None
-                if timeout is not None and now - job.started_monotonic > timeout:
+                started = job.started_monotonic
+                if timeout is not None and started and now - started > timeout:
                     continue
-                with contextlib.suppress(ConveyorError):
-                    job.delivery = await broker.extend_lease(job.delivery, lease)
+                if job.delivery.lease_deadline < soon and job.settlement is None:
+                    with contextlib.suppress(ConveyorError):
+                        job.delivery = await broker.extend_lease(job.delivery, lease)
 
     async def _heartbeats(self, broker: Broker) -> None:
         while True:
@@ -415,15 +435,27 @@ class Worker:
             await asyncio.sleep(self.heartbeat_interval)
 
     async def _wind_down(self, broker: Broker) -> None:
-        """Give back what has not started; let running jobs finish within the grace period."""
+        """Give back what has not started; let started jobs finish within the grace period."""
         waiting = [job.delivery for job in self._ready]
         self._ready.clear()
-        await _release(broker, waiting)
+        await broker.release(waiting)
         deadline = time.monotonic() + (0.0 if self._aborting else self.grace)
-        while self._running and time.monotonic() < deadline and not self._aborting:
+        while self._started_and_unsettled() and time.monotonic() < deadline:
+            if self._aborting:
+                break
             await asyncio.sleep(0.01)
         await self._flush(broker)
-        await _release(broker, [job.delivery for job in self._running.values()])
+        unstarted = [j.delivery for j in self._running.values() if not j.started_monotonic]
+        await broker.release(self._unstarted + unstarted)
+        self._unstarted.clear()
+        await _release(broker, [job.delivery for job in self._started_and_unsettled()])
+
+    def _started_and_unsettled(self) -> list[_Job]:
+        return [
+            job
+            for job in self._running.values()
+            if job.started_monotonic and job.settlement is None
+        ]
 
 
 async def _release(broker: Broker, deliveries: Sequence[Delivery]) -> None:

@@ -11,6 +11,7 @@ import importlib
 import multiprocessing
 import os
 import signal
+import threading
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,18 +41,26 @@ class ThreadRunner:
     def __init__(self, threads: int) -> None:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="conveyor-task")
 
-    async def run_chunk(self, calls: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
-        """Run each call in order in one thread; per call (succeeded, result or exception)."""
+    async def run_chunk(
+        self, calls: list[Callable[[], Any]], stop: threading.Event
+    ) -> list[tuple[bool, Any]]:
+        """Run calls in order in one thread, until ``stop`` is set.
+
+        Returns (succeeded, result or exception) for each call made: the calls after a stop
+        are not made, and the list is that much shorter.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, _run_all, calls)
+        return await loop.run_in_executor(self._pool, _run_all, calls, stop)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _run_all(calls: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+def _run_all(calls: list[Callable[[], Any]], stop: threading.Event) -> list[tuple[bool, Any]]:
     outcomes: list[tuple[bool, Any]] = []
     for call in calls:
+        if stop.is_set():
+            break
         try:
             outcomes.append((True, call()))
         except Exception as error:

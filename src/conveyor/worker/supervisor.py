@@ -115,7 +115,10 @@ class Supervisor:
                 self._last_change = time.monotonic()
         while len(self.children) < self.target:
             arguments = self.options.child_arguments()
-            self.children.append(await asyncio.create_subprocess_exec(*arguments))
+            # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which
+            # forwards it once, so a first Ctrl-C drains instead of aborting.
+            child = await asyncio.create_subprocess_exec(*arguments, start_new_session=True)
+            self.children.append(child)
         for child in self.children[self.target :]:
             child.send_signal(signal.SIGTERM)  # graceful: it finishes what it runs
             self.children.remove(child)

@@ -401,6 +401,16 @@ class EmbeddedBroker(Broker):
         if not await self._write(work):
             raise LeaseLost(delivery.queue, delivery.message.id)
 
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+
+        def work(connection: sqlite3.Connection, known: Topology, changes: Changes) -> int:
+            changes.woken_queue_ids.update(known.queue(d.queue).id for d in deliveries)
+            return queues.release(connection, deliveries, now_ms())
+
+        await self._write(work)
+
     async def extend_lease(self, delivery: Delivery, seconds: float) -> Delivery:
         extra_ms = int((as_seconds(seconds, "seconds", positive=True) or 0.0) * 1000)
 

@@ -189,6 +189,19 @@ def requeue(
     return cursor.rowcount == 1
 
 
+def release(connection: sqlite3.Connection, deliveries: Sequence[Delivery], now_ms: int) -> int:
+    """Put unworked deliveries back where they were, taking back the delivery they counted."""
+    return sum(
+        connection.execute(
+            "UPDATE messages SET leased = 0, lease_token = NULL, available_at_ms = enqueued_at_ms,"
+            " delivery_count = max(delivery_count - 1, 0)"
+            " WHERE id = ? AND lease_token = ? AND available_at_ms > ?",
+            (delivery.tag, delivery.lease_token, now_ms),
+        ).rowcount
+        for delivery in deliveries
+    )
+
+
 def reject(
     connection: sqlite3.Connection,
     topology: Topology,
