@@ -14,7 +14,11 @@ from conveyor.errors import ConveyorError
 if TYPE_CHECKING:
     from conveyor.worker.consume import Worker
 
-current_job: ContextVar[JobContext | None] = ContextVar("conveyor_current_job", default=None)
+# What the worker sets per job: just (worker, delivery). The JobContext is built only when
+# task code asks for it, so jobs that never ask cost no object.
+current_job: ContextVar[tuple[Worker, Delivery] | None] = ContextVar(
+    "conveyor_current_job", default=None
+)
 
 
 class JobContext:
@@ -22,19 +26,13 @@ class JobContext:
 
     __slots__ = ("_loop", "_loop_thread", "_worker", "attempt", "job_id", "queue")
 
-    def __init__(
-        self,
-        worker: Worker,
-        delivery: Delivery,
-        loop: asyncio.AbstractEventLoop,
-        loop_thread: int,
-    ) -> None:
+    def __init__(self, worker: Worker, delivery: Delivery) -> None:
         self.job_id = delivery.message.id
         self.attempt = delivery.delivery_count
         self.queue = delivery.queue
         self._worker = worker
-        self._loop = loop
-        self._loop_thread = loop_thread
+        self._loop = worker.event_loop
+        self._loop_thread = worker.loop_thread
 
     async def aset_progress(self, progress: Any) -> None:
         """Store progress (any JSON value) for ``Job.progress`` to show."""
@@ -50,7 +48,7 @@ class JobContext:
 
 def job_context() -> JobContext:
     """The job the calling task code is running as; only valid inside a worker."""
-    context = current_job.get()
-    if context is None:
+    running = current_job.get()
+    if running is None:
         raise ConveyorError("job_context() is only available inside a task run by a worker")
-    return context
+    return JobContext(*running)

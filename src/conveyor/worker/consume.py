@@ -27,7 +27,7 @@ from conveyor.brokers.base import Broker
 from conveyor.brokers.types import Delivery, JobStatus, Settlement, WorkerInfo
 from conveyor.codecs import loads, to_json
 from conveyor.errors import ConveyorError, PermanentError, TaskTimeout
-from conveyor.tasks.context import JobContext, current_job
+from conveyor.tasks.context import current_job
 from conveyor.tasks.schedules import run_schedules
 from conveyor.tasks.task import IDEMPOTENCY_HEADER, TASK_HEADER, Executor, Task
 from conveyor.worker.executors import ProcessRunner, ThreadRunner, describe
@@ -110,8 +110,8 @@ class Worker:
     async def run(self, *, until_idle: bool = False) -> WorkerCounts:
         """Work until ``stop()``, or with ``until_idle`` until every queue is empty."""
         broker = self._broker = await self.app.abroker()
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        self.event_loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
         for queue in self.queues:
             await self.app.ensure_queue(broker, queue)
         helpers = [
@@ -143,9 +143,6 @@ class Worker:
     async def run_until_idle(self) -> WorkerCounts:
         """Drain the queues through the real worker code, then return (for tests, scripts)."""
         return await self.run(until_idle=True)
-
-    def _context(self, job: _Job) -> JobContext:
-        return JobContext(self, job.delivery, self._loop, self._loop_thread)
 
     def _helper_done(self, helper: asyncio.Task[Any]) -> None:
         """A helper that fails stops the worker, and ``run`` raises its error."""
@@ -302,7 +299,7 @@ class Worker:
     ) -> None:
         timeout = task.options.timeout
         job.started_at, job.started_monotonic = time.time(), time.monotonic()
-        token = current_job.set(self._context(job))
+        token = current_job.set((self, job.delivery))
         try:
             if task.options.executor is Executor.PROCESS:
                 payload = loads(job.delivery.message.body)
@@ -328,7 +325,7 @@ class Worker:
         bound: list[Callable[[], Any]] = []
         for job, args, kwargs in calls:
             assert job.task is not None
-            bound.append(_bind(job, self._context(job), job.task.function, args, kwargs))
+            bound.append(_bind(job, (self, job.delivery), job.task.function, args, kwargs))
         outcomes = await self._threads.run_chunk(bound, self._thread_stop)
         for (job, _, _), (succeeded, value) in zip(calls, outcomes, strict=False):
             assert job.task is not None
@@ -466,7 +463,7 @@ async def _release(broker: Broker, deliveries: Sequence[Delivery]) -> None:
 
 def _bind(
     job: _Job,
-    context: JobContext,
+    context: tuple[Worker, Delivery],
     function: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
