@@ -23,8 +23,7 @@ ConveyorError
 │  ├─ TemporaryError           retry (after ``delay`` if given)
 │  ├─ PermanentError           do not retry: dead-letter now
 │  ├─ Retry                    retry after ``delay``, as the task asks
-│  ├─ TaskTimeout              the task ran past its timeout
-│  └─ RateLimited
+│  └─ TaskTimeout              the task ran past its timeout
 └─ JobError
    ├─ JobNotFound
    ├─ ResultTimeout            the job did not finish within the wait
@@ -212,15 +211,6 @@ class TaskTimeout(TaskError):
             f"task {task!r} ran longer than its timeout of {timeout:g}s; raise timeout= on the "
             "task or split the work"
         )
-
-
-class RateLimited(TaskError):
-    """A task's rate limit is exhausted; ``delay`` says when a slot frees up."""
-
-    def __init__(self, task: str, delay: float) -> None:
-        self.task = task
-        self.delay = delay
-        super().__init__(f"task {task!r} is over its rate limit; next slot in {delay:.3f}s")
 
 
 class JobError(ConveyorError):

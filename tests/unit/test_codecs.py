@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conveyor.codecs import ArgumentCodec, dumps, loads
-from conveyor.errors import ConfigError, DecodeError, ValidationError
+from conveyor.codecs import ArgumentCodec, dumps, loads, to_json
+from conveyor.errors import ConfigError, DecodeError, MessageError, ValidationError
 
 
 class Color(enum.Enum):
@@ -585,3 +585,29 @@ def test_union_members_keep_their_type(value: int | float | bool | str | None) -
     _, decoded = roundtrip(int | float | bool | str | None, value)
     assert decoded == value
     assert type(decoded) is type(value)
+
+
+class TestToJson:
+    """Task results and progress reports become JSON values by their own runtime types."""
+
+    def test_plain_values_and_containers_convert_item_by_item(self) -> None:
+        @dataclasses.dataclass
+        class Point:
+            x: int
+            y: int
+
+        moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        value = {"points": [Point(1, 2)], "when": moment, "tags": ("a",), "ok": True}
+        assert to_json(value) == {
+            "points": [{"x": 1, "y": 2}],
+            "when": moment.isoformat(),
+            "tags": ["a"],
+            "ok": True,
+        }
+        assert to_json(None) is None
+        assert sorted(to_json({3, 1, 2})) == [1, 2, 3]
+
+    @pytest.mark.parametrize("value", [float("nan"), {1: "int key"}, object(), [float("inf")]])
+    def test_values_json_cannot_hold_raise_message_error(self, value: object) -> None:
+        with pytest.raises(MessageError, match="cannot be stored as JSON"):
+            to_json(value)

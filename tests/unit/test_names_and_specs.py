@@ -98,3 +98,16 @@ def test_stored_headers_that_are_not_a_json_object_raise_decode_error() -> None:
         decode_headers("{broken")
     with pytest.raises(DecodeError, match="not a JSON object"):
         decode_headers("[1, 2]")
+
+
+def test_decoded_headers_are_never_shared_between_callers() -> None:
+    flat = encode_headers({"task": "emails.send"})
+    first = decode_headers(flat)
+    first["task"] = "changed"
+    assert decode_headers(flat) == {"task": "emails.send"}
+    nested = encode_headers({"x-death": [{"queue": "q", "count": 1}]})
+    one = decode_headers(nested)
+    one["x-death"][0]["count"] = 99
+    assert decode_headers(nested) == {"x-death": [{"queue": "q", "count": 1}]}
+    long = encode_headers({"note": "x" * 500})
+    assert decode_headers(long) == {"note": "x" * 500}
