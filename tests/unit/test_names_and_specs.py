@@ -109,5 +109,6 @@ def test_decoded_headers_are_never_shared_between_callers() -> None:
     one = decode_headers(nested)
     one["x-death"][0]["count"] = 99
     assert decode_headers(nested) == {"x-death": [{"queue": "q", "count": 1}]}
+    assert decode_headers(None) == {}
     long = encode_headers({"note": "x" * 500})
     assert decode_headers(long) == {"note": "x" * 500}
