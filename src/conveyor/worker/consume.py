@@ -94,6 +94,7 @@ class Worker:
         self._broker: Broker | None = None
         self._failure: BaseException | None = None
         self._unstarted: list[Delivery] = []
+        self._settling = 0
         self._thread_stop = threading.Event()
 
     # lifecycle
@@ -155,7 +156,9 @@ class Worker:
     async def _fetch_until_stopped(self, broker: Broker, until_idle: bool) -> None:
         assert self.prefetch is not None
         while not self._stopping.is_set():
-            room = self.prefetch - len(self._ready) - len(self._running)
+            # Outcomes not yet settled still hold their leases: prefetch bounds them too.
+            held = len(self._ready) + len(self._running) + len(self._finished) + self._settling
+            room = self.prefetch - held
             if room <= 0:
                 self._space.clear()
                 await self._space.wait()
@@ -384,12 +387,16 @@ class Worker:
         batch, self._finished = self._finished, []
         if not batch:
             return
+        self._settling = len(batch)
         try:
             lost = await broker.settle(batch)
         except BaseException:
             self._finished[:0] = batch  # settled by the final flush instead
             raise
+        finally:
+            self._settling = 0
         self.counts.lost_leases += len(lost)
+        self._space.set()
 
     # keeping leases and the registry alive
 
