@@ -9,12 +9,13 @@ connection of their own.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar, overload
 
 from conveyor._portal import Portal
 from conveyor.brokers import open_broker
 from conveyor.brokers.base import Broker
-from conveyor.brokers.types import JobSubmission, QueueSpec, WorkerInfo
+from conveyor.brokers.types import JobSubmission, QueueSpec, WorkerInfo, seconds
 from conveyor.cron import Schedule, parse_schedule
 from conveyor.errors import ConfigError
 from conveyor.names import check_name
@@ -50,11 +51,11 @@ class App:
         broker_url: str = "sqlite:///conveyor.db",
         *,
         default_queue: str = "default",
-        lease_timeout: float = 30.0,
+        lease_timeout: float | timedelta = 30.0,
     ) -> None:
         self.broker_url = broker_url
         self.default_queue = check_name("queue", default_queue)
-        self.lease_timeout = lease_timeout
+        self.lease_timeout = seconds(lease_timeout, "lease_timeout", positive=True) or 30.0
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: list[tuple[Task[Any, Any], Schedule]] = []
         self._broker: Broker | None = None

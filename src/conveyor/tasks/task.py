@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -216,6 +216,3 @@ class Task(Generic[P, R]):
         self, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]], **options: Any
     ) -> list[Job]:
         return self.app.submit([self.submission(a, k, **options) for a, k in calls])
-
-
-TaskFunction = Callable[..., Any] | Callable[..., Awaitable[Any]]

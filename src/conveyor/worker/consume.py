@@ -47,10 +47,12 @@ class _Job:
 
 @dataclass(slots=True)
 class WorkerCounts:
+    """What a worker did: jobs settled, of which failed (retrying, failed or dead), and
+    outcomes that could not be stored because the job's lease had lapsed."""
+
     processed: int = 0
     failed: int = 0
     lost_leases: int = 0
-    running: int = 0
 
 
 @dataclass
