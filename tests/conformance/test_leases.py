@@ -15,13 +15,19 @@ LAPSE = 0.2  # lease_timeout for leases a test lets lapse
 PAST_LAPSE = 0.35  # how long to sleep for such a lease to have lapsed
 
 
-async def lapsed_then_redelivered(broker: Broker, name: str) -> tuple[Delivery, Delivery]:
-    """One message whose first lease lapsed and which a second receive now holds."""
+async def lapsed_delivery(broker: Broker, name: str) -> Delivery:
+    """The delivery of a one-message queue, held until its lease lapsed."""
     await broker.declare_queue(QueueSpec(name))
     await publish_bodies(broker, name, b"a")
-    stale = await broker.get(name, lease_timeout=LAPSE)
-    assert stale is not None
+    delivery = await broker.get(name, lease_timeout=LAPSE)
+    assert delivery is not None
     await asyncio.sleep(PAST_LAPSE)
+    return delivery
+
+
+async def lapsed_then_redelivered(broker: Broker, name: str) -> tuple[Delivery, Delivery]:
+    """One message whose first lease lapsed and which a second receive now holds."""
+    stale = await lapsed_delivery(broker, name)
     current = await broker.get(name, lease_timeout=10)
     assert current is not None
     return stale, current
@@ -90,11 +96,7 @@ async def test_acked_message_is_not_redelivered_after_its_lease_deadline(
 
 @pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
 async def test_ack_with_a_lapsed_lease_raises_lease_lost(broker: Broker, name: str) -> None:
-    await broker.declare_queue(QueueSpec(name))
-    await publish_bodies(broker, name, b"a")
-    delivery = await broker.get(name, lease_timeout=LAPSE)
-    assert delivery is not None
-    await asyncio.sleep(PAST_LAPSE)
+    delivery = await lapsed_delivery(broker, name)
 
     with pytest.raises(LeaseLost):
         await broker.ack(delivery)
@@ -104,11 +106,7 @@ async def test_ack_with_a_lapsed_lease_raises_lease_lost(broker: Broker, name: s
 
 @pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
 async def test_nack_with_a_lapsed_lease_raises_lease_lost(broker: Broker, name: str) -> None:
-    await broker.declare_queue(QueueSpec(name))
-    await publish_bodies(broker, name, b"a")
-    delivery = await broker.get(name, lease_timeout=LAPSE)
-    assert delivery is not None
-    await asyncio.sleep(PAST_LAPSE)
+    delivery = await lapsed_delivery(broker, name)
 
     with pytest.raises(LeaseLost):
         await broker.nack(delivery)
@@ -118,11 +116,7 @@ async def test_nack_with_a_lapsed_lease_raises_lease_lost(broker: Broker, name: 
 async def test_reject_with_a_lapsed_lease_raises_lease_lost_and_keeps_the_message(
     broker: Broker, name: str
 ) -> None:
-    await broker.declare_queue(QueueSpec(name))
-    await publish_bodies(broker, name, b"a")
-    delivery = await broker.get(name, lease_timeout=LAPSE)
-    assert delivery is not None
-    await asyncio.sleep(PAST_LAPSE)
+    delivery = await lapsed_delivery(broker, name)
 
     with pytest.raises(LeaseLost):
         await broker.reject(delivery)
@@ -134,11 +128,7 @@ async def test_reject_with_a_lapsed_lease_raises_lease_lost_and_keeps_the_messag
 async def test_extend_lease_with_a_lapsed_lease_raises_lease_lost(
     broker: Broker, name: str
 ) -> None:
-    await broker.declare_queue(QueueSpec(name))
-    await publish_bodies(broker, name, b"a")
-    delivery = await broker.get(name, lease_timeout=LAPSE)
-    assert delivery is not None
-    await asyncio.sleep(PAST_LAPSE)
+    delivery = await lapsed_delivery(broker, name)
 
     with pytest.raises(LeaseLost):
         await broker.extend_lease(delivery, 5)
