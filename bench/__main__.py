@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import queues, tasks
+from bench import queues, streams, tasks
 from bench.harness import (
     Figures,
     Suite,
@@ -26,7 +26,9 @@ from bench.harness import (
     write_json,
 )
 
-SUITES: dict[str, Suite] = {suite.name: suite for suite in (queues.SUITE, tasks.SUITE)}
+SUITES: dict[str, Suite] = {
+    suite.name: suite for suite in (queues.SUITE, tasks.SUITE, streams.SUITE)
+}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

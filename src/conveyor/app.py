@@ -8,17 +8,22 @@ connection of their own.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
 from conveyor._portal import Portal
 from conveyor.brokers import open_broker
 from conveyor.brokers.base import Broker
+from conveyor.brokers.stream_types import RecordMetadata, TopicConfig, TopicSpec
 from conveyor.brokers.types import JobSubmission, QueueSpec, WorkerInfo, seconds
 from conveyor.cron import Schedule, parse_schedule
 from conveyor.errors import ConfigError
+from conveyor.events.consumer import OffsetReset, StreamConsumer
+from conveyor.events.producer import Producer, Value, record
+from conveyor.events.subscriber import Handler, Subscriber, SubscriberOptions
 from conveyor.names import check_name
+from conveyor.retry import Exponential, RetryPolicy, backoff_from
 from conveyor.tasks.dead_letters import DeadLetter, list_dead_letters
 from conveyor.tasks.job import Job
 from conveyor.tasks.task import TASK_OPTIONS, Task, task_options
@@ -58,10 +63,12 @@ class App:
         self.lease_timeout = seconds(lease_timeout, "lease_timeout", positive=True) or 30.0
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: list[tuple[Task[Any, Any], Schedule]] = []
+        self.subscribers: dict[str, Subscriber] = {}
         self._broker: Broker | None = None
         self._portal: Portal | None = None
         self._portal_broker: Broker | None = None
         self._declared: dict[int, set[str]] = {}
+        self._producer: Producer | None = None
 
     # registration
 
@@ -107,6 +114,49 @@ class App:
         def register(fn: F) -> Task[Any, Any]:
             registered = self.task(name=name, **options)(fn)
             self.schedules.append((registered, schedule))
+            return registered
+
+        return register
+
+    def subscriber(
+        self,
+        topic: str,
+        *,
+        group: str,
+        name: str | None = None,
+        max_retries: int = 3,
+        backoff: object = None,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        dont_retry_on: tuple[type[BaseException], ...] = (),
+        dead_letter_topic: str | None = None,
+        auto_offset_reset: OffsetReset = "earliest",
+        session_timeout: float = 10.0,
+    ) -> Callable[[Handler], Subscriber]:
+        """Register an event handler for ``topic``, fed by consumer group ``group``.
+
+        Workers run it: each record is committed after the handler succeeds; failures are
+        retried with ``backoff`` and then sent to ``dead_letter_topic`` (``<topic>.dlq``).
+        """
+        retry = RetryPolicy(
+            max_retries,
+            backoff_from(backoff) if backoff is not None else Exponential(),
+            tuple(retry_on),
+            tuple(dont_retry_on),
+        )
+        options = SubscriberOptions(
+            topic,
+            group,
+            retry,
+            dead_letter_topic or "",
+            auto_offset_reset,
+            seconds(session_timeout, "session_timeout", positive=True) or 10.0,
+        )
+
+        def register(fn: Handler) -> Subscriber:
+            label = name or f"{fn.__module__}.{fn.__qualname__}"
+            if label in self.subscribers:
+                raise ConfigError(f"a subscriber named {label!r} is already registered")
+            registered = self.subscribers[label] = Subscriber(label, fn, options)
             return registered
 
         return register
@@ -279,3 +329,65 @@ class App:
     def purge_dead_letters(self, queue: str | None = None) -> int:
         source = dead_letter_queue(queue or self.default_queue)
         return self.call_sync(lambda broker: broker.purge_queue(source))
+
+    # streams
+
+    async def acreate_topic(
+        self, name: str, partitions: int = 1, config: TopicConfig | None = None
+    ) -> None:
+        """Create the topic, or do nothing if it exists with these settings."""
+        broker = await self.abroker()
+        await broker.create_topic(TopicSpec(name, partitions, config or TopicConfig()))
+
+    def create_topic(
+        self, name: str, partitions: int = 1, config: TopicConfig | None = None
+    ) -> None:
+        spec = TopicSpec(name, partitions, config or TopicConfig())
+        self.call_sync(lambda broker: broker.create_topic(spec))
+
+    async def aproduce(
+        self,
+        topic: str,
+        value: Value,
+        *,
+        key: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timestamp: float | None = None,
+        partition: int | None = None,
+    ) -> RecordMetadata:
+        """Append one record (bytes, str, or JSON-compatible ``value``)."""
+        producer = await self.aproducer()
+        return await producer.send(
+            topic, value, key=key, headers=headers, timestamp=timestamp, partition=partition
+        )
+
+    def produce(
+        self,
+        topic: str,
+        value: Value,
+        *,
+        key: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timestamp: float | None = None,
+        partition: int | None = None,
+    ) -> RecordMetadata:
+        one = record(value, key=key, headers=headers, timestamp=timestamp, partition=partition)
+
+        async def send(broker: Broker) -> RecordMetadata:
+            (metadata,) = await Producer(broker).send_batch(topic, [one])
+            return metadata
+
+        return self.call_sync(send)
+
+    async def aproducer(self, **options: Any) -> Producer:
+        """An idempotent Producer on this loop's broker (one shared, unless options given)."""
+        broker = await self.abroker()
+        if options:
+            return Producer(broker, **options)
+        if self._producer is None or self._producer.broker is not broker:
+            self._producer = Producer(broker)
+        return self._producer
+
+    async def aconsumer(self, *topics: str, **options: Any) -> StreamConsumer:
+        """A StreamConsumer on this loop's broker; see StreamConsumer for the options."""
+        return StreamConsumer(await self.abroker(), topics, **options)

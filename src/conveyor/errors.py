@@ -14,7 +14,13 @@ ConveyorError
 │  ├─ ExchangeNotFound
 │  ├─ QueueFull                max length reached with overflow "reject-publish"
 │  ├─ Unroutable               a mandatory publish matched no queue
-│  └─ LeaseLost                ack/nack/extend after the lease passed to someone else
+│  ├─ LeaseLost                ack/nack/extend after the lease passed to someone else
+│  ├─ TopicNotFound
+│  ├─ PartitionNotFound        a partition number the topic does not have
+│  ├─ OffsetOutOfRange         before the log start (retention) or past its end
+│  ├─ NoOffset                 no committed offset and auto_offset_reset="none"
+│  ├─ MemberFenced             a group member that was removed, or a stale generation
+│  └─ SequenceError            an idempotent producer's batch out of order
 ├─ MessageError
 │  ├─ DecodeError
 │  ├─ MessageTooLarge
@@ -146,6 +152,82 @@ class LeaseLost(BrokerError):
             f"the lease on message {message_id!r} in queue {queue!r} has lapsed and the message "
             "was or will be redelivered; extend leases for long work (extend_lease) or raise "
             "the queue's lease_timeout"
+        )
+
+
+class TopicNotFound(BrokerError):
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        super().__init__(f"topic {topic!r} does not exist; create it first (create_topic)")
+
+
+class PartitionNotFound(BrokerError):
+    def __init__(self, topic: str, partition: int, partitions: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.partitions = partitions
+        super().__init__(
+            f"topic {topic!r} has partitions 0-{partitions - 1}, not {partition}; pick one "
+            "of those or add partitions (alter_topic)"
+        )
+
+
+class OffsetOutOfRange(BrokerError):
+    """The offset is before the log start (retention removed it) or past the log end."""
+
+    def __init__(self, topic: str, partition: int, offset: int, start: int, end: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.start = start
+        self.end = end
+        super().__init__(
+            f"offset {offset} is outside {topic}[{partition}], which holds {start}-{end}; seek "
+            "to an offset in that range, or set auto_offset_reset to 'earliest' or 'latest'"
+        )
+
+
+class NoOffset(BrokerError):
+    """A group has no committed offset for a partition and the reset policy is "none"."""
+
+    def __init__(self, group: str, topic: str, partition: int) -> None:
+        self.group = group
+        self.topic = topic
+        self.partition = partition
+        super().__init__(
+            f"group {group!r} has no committed offset for {topic}[{partition}] and "
+            "auto_offset_reset is 'none'; seek first, or use 'earliest' or 'latest'"
+        )
+
+
+class MemberFenced(BrokerError):
+    """A group member was removed (missed its session timeout) or acts on a stale generation.
+
+    Its commits are refused so that it cannot overwrite the progress of the member that
+    owns the partition now; it must rejoin the group.
+    """
+
+    def __init__(self, group: str, member_id: str, reason: str) -> None:
+        self.group = group
+        self.member_id = member_id
+        self.reason = reason
+        super().__init__(
+            f"member {member_id!r} of group {group!r} is fenced: {reason}; nothing was "
+            "committed. Rejoin the group and process from the committed offsets"
+        )
+
+
+class SequenceError(BrokerError):
+    """An idempotent producer's batch arrived out of order: a batch before it was lost."""
+
+    def __init__(self, producer_id: str, expected: int, got: int) -> None:
+        self.producer_id = producer_id
+        self.expected = expected
+        self.got = got
+        super().__init__(
+            f"producer {producer_id!r} sent sequence {got}, but {expected} was expected; "
+            "nothing was stored. Use one producer per sending task, and retry a failed send "
+            "before sending the next"
         )
 
 

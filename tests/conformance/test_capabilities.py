@@ -52,7 +52,8 @@ def _needs_of_suite_modules() -> set[Capability]:
     needed: set[Capability] = set()
     for path in sorted(SUITE.glob("test_*.py")):
         module = importlib.import_module(f"tests.conformance.{path.stem}")
-        marks = list(getattr(module, "pytestmark", []))
+        module_marks = getattr(module, "pytestmark", [])  # a mark or a list of them
+        marks = list(module_marks) if isinstance(module_marks, list) else [module_marks]
         for attribute, value in vars(module).items():
             if attribute.startswith("test_") and callable(value):
                 marks.extend(getattr(value, "pytestmark", []))

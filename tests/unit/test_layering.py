@@ -9,7 +9,19 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "conveyor"
 # Dotted module names under conveyor.
-PURE = ["codecs", "cron", "errors", "message", "names", "retry", "routing", "worker.autoscale"]
+PURE = [
+    "assignors",
+    "codecs",
+    "cron",
+    "errors",
+    "events.windows",
+    "message",
+    "names",
+    "partitioner",
+    "retry",
+    "routing",
+    "worker.autoscale",
+]
 FORBIDDEN_IN_PURE = {"asyncio", "sqlite3", "socket", "threading", "subprocess", "conveyor.brokers"}
 
 

@@ -15,11 +15,25 @@ import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from enum import StrEnum
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Self
 
+from conveyor.brokers.stream_types import (
+    GroupInfo,
+    Membership,
+    OffsetCommit,
+    ProducerBatch,
+    ProducerRecord,
+    Record,
+    RecordMetadata,
+    RetentionReport,
+    TopicConfig,
+    TopicInfo,
+    TopicPartition,
+    TopicSpec,
+)
 from conveyor.brokers.types import (
     Binding,
     Delivery,
@@ -323,6 +337,136 @@ class Broker(ABC):
         seconds until one frees up (nothing taken)."""
         self.require(Capability.RESULTS)
         raise NotImplementedError
+
+    # streams (Capability.STREAMS): partitioned, offset-addressed logs kept by retention
+
+    async def create_topic(self, spec: TopicSpec) -> None:
+        """Create the topic, or do nothing if it exists with the same partitions and config.
+
+        A topic that exists with other settings raises ConfigError (use ``alter_topic``).
+        """
+        self.require(Capability.STREAMS)
+
+    async def delete_topic(self, name: str) -> None:
+        """Delete the topic, its records and the groups' offsets on it."""
+        self.require(Capability.STREAMS)
+
+    async def list_topics(self) -> list[TopicSpec]:
+        self.require(Capability.STREAMS)
+        raise NotImplementedError
+
+    async def describe_topic(self, name: str) -> TopicInfo:
+        """The topic's spec and each partition's log start and end offsets."""
+        self.require(Capability.STREAMS)
+        raise NotImplementedError
+
+    async def alter_topic(
+        self, name: str, *, partitions: int | None = None, config: TopicConfig | None = None
+    ) -> TopicSpec:
+        """Add partitions (never fewer: keys would move) and/or replace the config."""
+        self.require(Capability.STREAMS)
+        raise NotImplementedError
+
+    async def produce(
+        self,
+        topic: str,
+        records: Sequence[ProducerRecord],
+        *,
+        batch: ProducerBatch | None = None,
+        commit: OffsetCommit | None = None,
+    ) -> list[RecordMetadata]:
+        """Append records atomically (all or none) and return where each landed.
+
+        ``batch`` makes the call idempotent (see ProducerBatch). ``commit`` stores a
+        group's offsets in the same transaction: consume-transform-produce exactly once.
+        """
+        self.require(Capability.STREAMS)
+        raise NotImplementedError
+
+    async def fetch(
+        self,
+        positions: Mapping[TopicPartition, int],
+        *,
+        max_records: int = 500,
+        wait: float = 0.0,
+    ) -> list[Record]:
+        """Records from each partition starting at its offset, in offset order per partition.
+
+        Waits up to ``wait`` seconds for the first record. An offset before the log start
+        or past the log end raises OffsetOutOfRange; an offset at the end returns nothing.
+        """
+        self.require(Capability.STREAMS)
+        raise NotImplementedError
+
+    async def list_offsets(
+        self, partitions: Sequence[TopicPartition], *, at: str | float = "latest"
+    ) -> dict[TopicPartition, int]:
+        """Per partition: ``"earliest"`` (log start), ``"latest"`` (log end), or for a
+        timestamp the first offset whose timestamp is at or after it (the end if none)."""
+        self.require(Capability.STREAMS)
+        raise NotImplementedError
+
+    async def enforce_retention(self, topic: str | None = None) -> RetentionReport:
+        """Run one retention and compaction pass now (it also runs in the background)."""
+        self.require(Capability.STREAMS)
+        raise NotImplementedError
+
+    # consumer groups (Capability.CONSUMER_GROUPS)
+
+    async def join_group(
+        self,
+        group: str,
+        topics: Sequence[str],
+        *,
+        member_id: str | None = None,
+        session_timeout: float = 10.0,
+        assignor: str = "range",
+    ) -> Membership:
+        """Join (or rejoin) the group; the group rebalances its partitions over its members."""
+        self.require(Capability.CONSUMER_GROUPS)
+        raise NotImplementedError
+
+    async def heartbeat_group(
+        self,
+        group: str,
+        member_id: str,
+        *,
+        release: Sequence[TopicPartition] = (),
+    ) -> Membership:
+        """Stay in the group; hand back ``release``d partitions; learn the current assignment.
+
+        Members silent past their session timeout are removed here, which rebalances.
+        Raises MemberFenced if this member was removed.
+        """
+        self.require(Capability.CONSUMER_GROUPS)
+        raise NotImplementedError
+
+    async def leave_group(self, group: str, member_id: str) -> None:
+        """Leave at once: the member's partitions go to the others without waiting."""
+        self.require(Capability.CONSUMER_GROUPS)
+
+    async def commit_offsets(self, commit: OffsetCommit) -> None:
+        """Store the group's offsets; MemberFenced if the member no longer owns a partition."""
+        self.require(Capability.CONSUMER_GROUPS)
+
+    async def committed_offsets(
+        self, group: str, partitions: Sequence[TopicPartition] | None = None
+    ) -> dict[TopicPartition, int]:
+        """The group's committed offsets (all of them without ``partitions``)."""
+        self.require(Capability.CONSUMER_GROUPS)
+        raise NotImplementedError
+
+    async def list_groups(self) -> list[str]:
+        self.require(Capability.CONSUMER_GROUPS)
+        raise NotImplementedError
+
+    async def describe_group(self, group: str) -> GroupInfo:
+        self.require(Capability.CONSUMER_GROUPS)
+        raise NotImplementedError
+
+    async def delete_group(self, group: str) -> None:
+        """Forget the group and its offsets; refused while it has members."""
+        self.require(Capability.CONSUMER_GROUPS)
 
     def sync(self) -> SyncBroker:
         """A blocking facade for code without an event loop (scripts, WSGI apps)."""

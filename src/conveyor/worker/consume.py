@@ -117,7 +117,7 @@ class Worker:
         self.loop_thread = threading.get_ident()
         for queue in self.queues:
             await self.app.ensure_queue(broker, queue)
-        helpers = [
+        helpers: list[asyncio.Task[Any]] = [
             asyncio.create_task(self._heartbeats(broker)),
             asyncio.create_task(self._extend_leases(broker)),
             asyncio.create_task(self._settle_finished(broker)),
@@ -125,6 +125,11 @@ class Worker:
         ]
         if self.app.schedules and not until_idle:
             helpers.append(asyncio.create_task(run_schedules(self.app, broker, self._stopping)))
+        if not until_idle:
+            helpers.extend(
+                asyncio.create_task(subscriber.run(broker, self._stopping))
+                for subscriber in self.app.subscribers.values()
+            )
         for helper in helpers:
             helper.add_done_callback(self._helper_done)
         try:

@@ -20,6 +20,7 @@ from conveyor.brokers.base import Broker, Capability
 from conveyor.brokers.embedded import browse, dead_letters, jobs, queues, rows, topology, wakeup
 from conveyor.brokers.embedded.db import Database, Durability
 from conveyor.brokers.embedded.rows import Changes, now_ms
+from conveyor.brokers.embedded.stream_broker import StreamMethods
 from conveyor.brokers.embedded.topology import Topology
 from conveyor.brokers.types import (
     Binding,
@@ -55,21 +56,24 @@ class EmbeddedOptions:
         lock_timeout: seconds to wait for another process's write lock before DatabaseLocked.
         max_message_size: bytes of body plus headers; larger messages raise MessageTooLarge.
         poll_interval: longest a waiting receiver sleeps without a wake-up before it looks.
+        retention_interval: seconds between background retention and compaction passes.
     """
 
     durability: Durability = Durability.NORMAL
     lock_timeout: float = 10.0
     max_message_size: int = 1024 * 1024
     poll_interval: float = 1.0
+    retention_interval: float = 10.0
 
     def __post_init__(self) -> None:
         as_seconds(self.lock_timeout, "lock_timeout")
+        as_seconds(self.retention_interval, "retention_interval", positive=True)
         as_seconds(self.poll_interval, "poll_interval", positive=True)
         if self.max_message_size < 1:
             raise ConfigError(f"max_message_size must be >= 1, not {self.max_message_size}")
 
 
-_QUEUE_CAPABILITIES = frozenset(
+_CAPABILITIES = frozenset(
     {
         Capability.QUEUES,
         Capability.EXCHANGES,
@@ -80,6 +84,8 @@ _QUEUE_CAPABILITIES = frozenset(
         Capability.DEAD_LETTER,
         Capability.LEASES,
         Capability.RESULTS,
+        Capability.STREAMS,
+        Capability.CONSUMER_GROUPS,
     }
 )
 
@@ -88,9 +94,9 @@ class _StaleTopology(Exception):
     """Another process changed queues, exchanges or bindings since this one last looked."""
 
 
-class EmbeddedBroker(Broker):
+class EmbeddedBroker(StreamMethods, Broker):
     scheme = "sqlite"
-    capabilities = _QUEUE_CAPABILITIES
+    capabilities = _CAPABILITIES
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -121,6 +127,7 @@ class EmbeddedBroker(Broker):
             )
 
     async def close(self) -> None:
+        await self._stop_retention()
         if self._db is not None:
             if self._unflushed:
                 self._flushed_at = 0.0

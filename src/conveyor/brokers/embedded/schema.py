@@ -112,7 +112,90 @@ _V2 = (
     ) WITHOUT ROWID""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# Streams. A record's primary key is its place in the log, so reading from an offset is a
+# range scan of the table itself. ``partitions`` keeps each log's start and end offsets and
+# totals, so describing a topic never counts rows. ``latest_keys`` (compacted topics only)
+# holds each key's newest offset: compaction deletes older records without a key index on
+# every topic. ``producers`` remembers each idempotent producer's last call and its result.
+# Group offsets and members point at topics by id; topic ids are never reused.
+_V3 = (
+    """CREATE TABLE topics (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        partitions INTEGER NOT NULL,
+        config TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    )""",
+    """CREATE TABLE partitions (
+        topic_id INTEGER NOT NULL,
+        partition INTEGER NOT NULL,
+        start_offset INTEGER NOT NULL DEFAULT 0,
+        end_offset INTEGER NOT NULL DEFAULT 0,
+        records INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        cleaned_offset INTEGER NOT NULL DEFAULT 0,
+        compaction_end INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (topic_id, partition)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE records (
+        topic_id INTEGER NOT NULL,
+        partition INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        key BLOB,
+        value BLOB,
+        headers TEXT,
+        size INTEGER NOT NULL,
+        PRIMARY KEY (topic_id, partition, offset)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX records_by_time ON records (topic_id, partition, timestamp_ms)",
+    """CREATE TABLE latest_keys (
+        topic_id INTEGER NOT NULL,
+        partition INTEGER NOT NULL,
+        key BLOB NOT NULL,
+        offset INTEGER NOT NULL,
+        PRIMARY KEY (topic_id, partition, key)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE producers (
+        producer_id TEXT PRIMARY KEY,
+        sequence INTEGER NOT NULL,
+        result TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE groups (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        generation INTEGER NOT NULL DEFAULT 0,
+        assignor TEXT NOT NULL
+    )""",
+    """CREATE TABLE group_members (
+        group_id INTEGER NOT NULL,
+        member_id TEXT NOT NULL,
+        topics TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        session_timeout_ms INTEGER NOT NULL,
+        heartbeat_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (group_id, member_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE group_partitions (
+        group_id INTEGER NOT NULL,
+        topic_id INTEGER NOT NULL,
+        partition INTEGER NOT NULL,
+        assigned_to TEXT,
+        owner TEXT,
+        PRIMARY KEY (group_id, topic_id, partition)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE group_offsets (
+        group_id INTEGER NOT NULL,
+        topic_id INTEGER NOT NULL,
+        partition INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        committed_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (group_id, topic_id, partition)
+    ) WITHOUT ROWID""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 """MIGRATIONS[n] takes a database from schema version n to n + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
