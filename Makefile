@@ -25,6 +25,7 @@ check: lint typecheck
 
 PURE := src/conveyor/errors.py,src/conveyor/message.py,src/conveyor/names.py,src/conveyor/routing.py
 PURE := $(PURE),src/conveyor/codecs.py,src/conveyor/cron.py,src/conveyor/retry.py,src/conveyor/worker/autoscale.py
+PURE := $(PURE),src/conveyor/partitioner.py,src/conveyor/assignors.py,src/conveyor/events/windows.py
 
 test: check
 	$(BIN)/pytest -m "not slow" --cov --cov-report=term:skip-covered -q
@@ -43,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m bench queues
 	$(BIN)/python -m bench tasks
+	$(BIN)/python -m bench streams
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage
