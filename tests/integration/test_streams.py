@@ -251,3 +251,41 @@ async def test_windows_count_clicks_and_raise_alerts_from_a_topic(app: App) -> N
     alerts = await broker.fetch({TopicPartition("alerts", 0): 0}, max_records=1000)
     assert alerts
     assert {json.loads(a.value or b"")["user"] for a in alerts} == {"bot"}
+
+
+async def test_auto_commit_stores_positions_on_its_interval(app: App) -> None:
+    await app.acreate_topic("metrics", 1)
+    await produce_keyed(app, "metrics", 5)
+    consumer = await app.aconsumer(
+        "metrics", group="m", auto_offset_reset="earliest", auto_commit_interval=0.05
+    )
+    broker = await app.abroker()
+    async with consumer:
+        assert len(await drain(consumer, 5)) == 5
+        await asyncio.sleep(0.06)
+        await consumer.poll(timeout=0.01)
+        assert await broker.committed_offsets("m") == {TopicPartition("metrics", 0): 5}
+
+
+async def test_on_revoke_runs_before_a_partition_moves(app: App) -> None:
+    await app.acreate_topic("moves", 2)
+    revoked: list[list[TopicPartition]] = []
+
+    async def on_revoke(partitions: list[TopicPartition]) -> None:
+        revoked.append(partitions)
+        await first.commit({tp: first.position(tp) for tp in partitions})
+
+    first = await app.aconsumer(
+        "moves", group="r", enable_auto_commit=False, on_revoke=on_revoke, heartbeat_interval=0.05
+    )
+    second = await app.aconsumer("moves", group="r", heartbeat_interval=0.05)
+    async with first, second:
+        assert first.assignment() == {TopicPartition("moves", 0), TopicPartition("moves", 1)}
+        await second.start()
+        async with asyncio.timeout(5):
+            while not second.assignment():
+                await first.poll(timeout=0.02)
+                await second.poll(timeout=0.02)
+        assert revoked == [[TopicPartition("moves", 1)]]
+        assert first.assignment() == {TopicPartition("moves", 0)}
+        assert second.assignment() == {TopicPartition("moves", 1)}

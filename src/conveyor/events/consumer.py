@@ -265,14 +265,18 @@ class StreamConsumer:
         member = self.membership
         if member is None:
             return
-        moving = member.revoked or set(member.assigned) != set(member.owned)
+        moving = set(member.assigned) != set(member.owned)
         if not moving and time.monotonic() < self._next_heartbeat:
             return
         try:
-            release = await self._give_up(member.revoked)
-            member = await self.broker.heartbeat_group(
-                member.group, member.member_id, release=release
+            member = self.membership = await self.broker.heartbeat_group(
+                member.group, member.member_id
             )
+            if member.revoked:  # finish with them and hand them over at once
+                release = await self._give_up(member.revoked)
+                member = await self.broker.heartbeat_group(
+                    member.group, member.member_id, release=release
+                )
         except MemberFenced:
             await self._join()
             return
