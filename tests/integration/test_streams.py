@@ -289,3 +289,28 @@ async def test_on_revoke_runs_before_a_partition_moves(app: App) -> None:
         assert revoked == [[TopicPartition("moves", 1)]]
         assert first.assignment() == {TopicPartition("moves", 0)}
         assert second.assignment() == {TopicPartition("moves", 1)}
+
+
+async def test_a_sync_subscriber_runs_in_a_thread_and_commits_each_batch(app: App) -> None:
+    await app.acreate_topic("audit", 2)
+    handled: list[tuple[int, int]] = []
+
+    @app.subscriber("audit", group="archive")
+    def archive(item: Record) -> None:
+        handled.append((item.partition, item.offset))
+
+    with pytest.raises(ConfigError, match="already registered"):
+        app.subscriber("audit", group="archive", name=archive.name)(lambda item: None)
+    producer = await app.aproducer()
+    await producer.send_batch("audit", [record(n, partition=n % 2) for n in range(10)])
+    worker = Worker(app, concurrency=1)
+    running = asyncio.create_task(worker.run())
+    async with asyncio.timeout(10):
+        while len(handled) < 10:
+            await asyncio.sleep(0.02)
+    worker.stop()
+    await running
+    assert sorted(handled) == [(p, o) for p in (0, 1) for o in range(5)]
+    broker = await app.abroker()
+    committed = await broker.committed_offsets("archive")
+    assert committed == {TopicPartition("audit", 0): 5, TopicPartition("audit", 1): 5}
