@@ -285,8 +285,6 @@ class StreamConsumer:
 
     async def _give_up(self, revoked: Sequence[TopicPartition]) -> list[TopicPartition]:
         """Finish with partitions moving away: commit them, then hand them back."""
-        if not revoked:
-            return []
         if self.on_revoke is not None:
             await self.on_revoke(list(revoked))
         elif self.enable_auto_commit:
