@@ -125,3 +125,16 @@ async def test_an_empty_group_accepts_an_offset_reset(broker: Broker, name: str)
     group = f"{name}-g"
     await broker.commit_offsets(OffsetCommit(group, {partitions[0]: 0}))
     assert await broker.committed_offsets(group, partitions) == {partitions[0]: 0}
+
+
+async def test_describe_leaves_out_members_past_their_session_timeout(
+    broker: Broker, name: str
+) -> None:
+    await topic(broker, name, 2)
+    group = f"{name}-g"
+    await broker.join_group(group, [name], session_timeout=0.1)
+    await asyncio.sleep(0.2)
+    info = await broker.describe_group(group)
+    assert info.members == ()
+    assert info.state == "Empty"
+    assert [p.owner for p in info.partitions] == [None, None]

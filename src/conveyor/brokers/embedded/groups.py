@@ -367,6 +367,14 @@ def describe(connection: sqlite3.Connection, name: str, now_ms: int) -> GroupInf
         raise ConfigError(f"there is no consumer group {name!r}; list them with list_groups")
     group_id, generation, assignor_name = group
     by_id = streams.topics_by_id(connection)
+    # Members past their session timeout are gone, even before a write removes them.
+    live = connection.execute(
+        "SELECT member_id, topics, generation, heartbeat_at_ms, session_timeout_ms"
+        " FROM group_members WHERE group_id = ? AND heartbeat_at_ms + session_timeout_ms >= ?"
+        " ORDER BY member_id",
+        (group_id, now_ms),
+    ).fetchall()
+    alive = {row[0] for row in live}
     owned: dict[str, list[TopicPartition]] = {}
     owners: dict[TopicPartition, str | None] = {}
     for topic_id, partition, owner in connection.execute(
@@ -374,8 +382,8 @@ def describe(connection: sqlite3.Connection, name: str, now_ms: int) -> GroupInf
         (group_id,),
     ):
         tp = TopicPartition(by_id[topic_id].spec.name, partition)
-        owners[tp] = owner
-        if owner is not None:
+        owners[tp] = owner if owner in alive else None
+        if owner in alive:
             owned.setdefault(owner, []).append(tp)
     members = tuple(
         GroupMember(
@@ -386,13 +394,7 @@ def describe(connection: sqlite3.Connection, name: str, now_ms: int) -> GroupInf
             session_timeout_ms / 1000,
             tuple(sorted(owned.get(member_id, []))),
         )
-        for member_id, topics, member_generation, heartbeat_at_ms, session_timeout_ms in (
-            connection.execute(
-                "SELECT member_id, topics, generation, heartbeat_at_ms, session_timeout_ms"
-                " FROM group_members WHERE group_id = ? ORDER BY member_id",
-                (group_id,),
-            )
-        )
+        for member_id, topics, member_generation, heartbeat_at_ms, session_timeout_ms in live
     )
     offsets = committed(connection, name, None)
     partitions = sorted(set(offsets) | set(owners))
