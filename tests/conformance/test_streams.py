@@ -200,7 +200,6 @@ async def test_compaction_keeps_the_latest_value_per_key(broker: Broker, name: s
             ProducerRecord(b"c1", key=b"c"),
         ],
     )
-    await asyncio.sleep(0.002)
     report = await broker.enforce_retention(name)
     assert (report.compacted, report.tombstones) == (2, 1)
     records = await broker.fetch({TopicPartition(name, 0): 0})
@@ -223,3 +222,13 @@ async def test_produce_and_commit_happen_together_or_not_at_all(broker: Broker, 
     assert await read_all(broker, f"{name}-out") == [b"derived"]
     assert await broker.committed_offsets(f"{name}-g") == {source: 7}
     await broker.leave_group(f"{name}-g", member.member_id)
+
+
+async def test_turning_compaction_on_compacts_what_was_written_before(
+    broker: Broker, name: str
+) -> None:
+    await broker.create_topic(TopicSpec(name))
+    await broker.produce(name, [ProducerRecord(v, key=b"k") for v in (b"1", b"2", b"3")])
+    await broker.alter_topic(name, config=TopicConfig(cleanup_policy=CleanupPolicy.COMPACT))
+    assert (await broker.enforce_retention(name)).compacted == 2
+    assert await read_all(broker, name) == [b"3"]

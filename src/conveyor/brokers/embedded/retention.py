@@ -22,9 +22,18 @@ from conveyor.brokers.types import as_float
 
 
 def enforce(
-    connection: sqlite3.Connection, stored: StoredTopic, now_ms: int, budget: int
+    connection: sqlite3.Connection,
+    stored: StoredTopic,
+    now_ms: int,
+    budget: int,
+    swept: set[int],
 ) -> tuple[RetentionReport, bool]:
-    """One bounded step over every partition; also whether work is left for another step."""
+    """One bounded step over every partition; also whether work is left for another step.
+
+    ``swept`` carries the partitions whose compaction sweep ended during this pass from
+    step to step: they are not swept again in the same pass, so a pass ends even when
+    partitions take different numbers of steps per sweep.
+    """
     config = stored.spec.config
     deleted = compacted = tombstones = 0
     more = False
@@ -33,11 +42,14 @@ def enforce(
             removed, left = _delete_head(connection, stored, partition, now_ms, budget)
             deleted += removed
             more = more or left
-        if config.compacted:
+        if config.compacted and partition not in swept:
             removed, gone, left = _compact(connection, stored, partition, now_ms, budget)
             compacted += removed
             tombstones += gone
-            more = more or left
+            if left:
+                more = True
+            else:
+                swept.add(partition)
     return RetentionReport(deleted, compacted, tombstones), more
 
 
@@ -104,11 +116,13 @@ def _compact(
     ).fetchone()
     if cursor >= sweep_end:
         lag_ms = int((as_float(config.min_compaction_lag) or 0.0) * 1000)
-        (young,) = connection.execute(
-            "SELECT min(offset) FROM records WHERE topic_id = ? AND partition = ?"
-            " AND timestamp_ms > ?",
-            (*key, now_ms - lag_ms),
-        ).fetchone()
+        young = None
+        if lag_ms:
+            (young,) = connection.execute(
+                "SELECT min(offset) FROM records WHERE topic_id = ? AND partition = ?"
+                " AND timestamp_ms > ?",
+                (*key, now_ms - lag_ms),
+            ).fetchone()
         (end,) = connection.execute(
             "SELECT end_offset FROM partitions WHERE topic_id = ? AND partition = ?", key
         ).fetchone()
@@ -128,7 +142,7 @@ def _compact(
         cutoff_ms = now_ms - int((as_float(config.delete_retention) or 0.0) * 1000)
         tombstones = connection.execute(
             "DELETE FROM records WHERE topic_id = ? AND partition = ? AND offset < ?"
-            " AND value IS NULL AND timestamp_ms < ? RETURNING size",
+            " AND value IS NULL AND timestamp_ms <= ? RETURNING size",
             (*key, sweep_end, cutoff_ms),
         ).fetchall()
         connection.execute(

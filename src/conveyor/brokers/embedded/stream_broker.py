@@ -182,12 +182,14 @@ class StreamMethods:
         deleted = compacted = tombstones = 0
         for name in names:
             more = True
+            swept: set[int] = set()
             while more:
 
-                def step(connection: sqlite3.Connection, name: str = name) -> Any:
-                    return retention.enforce(
-                        connection, streams.topic(connection, name), now_ms(), RETENTION_STEP
-                    )
+                def step(
+                    connection: sqlite3.Connection, name: str = name, swept: set[int] = swept
+                ) -> Any:
+                    stored = streams.topic(connection, name)
+                    return retention.enforce(connection, stored, now_ms(), RETENTION_STEP, swept)
 
                 report, more = await self._stream_write(step)
                 deleted += report.deleted

@@ -110,6 +110,15 @@ def alter(
         (spec.partitions, json.dumps(spec.config.to_json()), stored.id),
     )
     _add_partitions(connection, stored.id, stored.spec.partitions, spec.partitions)
+    if spec.config.compacted and not stored.spec.config.compacted:
+        connection.execute(  # records written before compaction was on
+            "INSERT OR REPLACE INTO latest_keys (topic_id, partition, key, offset)"
+            " SELECT topic_id, partition, key, max(offset) FROM records"
+            " WHERE topic_id = ? AND key IS NOT NULL GROUP BY partition, key",
+            (stored.id,),
+        )
+    elif stored.spec.config.compacted and not spec.config.compacted:
+        connection.execute("DELETE FROM latest_keys WHERE topic_id = ?", (stored.id,))
     return spec
 
 
