@@ -1,4 +1,4 @@
-"""`make demo` runs `python -m conveyor.demo`: it must finish cleanly and say all went through."""
+"""The demos: `python -m conveyor.demo.queues` and the newsletter campaign run to the end."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run_demo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "conveyor.demo", *args],
+        [sys.executable, "-m", "conveyor.demo.queues", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -48,3 +48,23 @@ def test_demo_reuses_a_given_database_file(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
         assert re.search(r"consumed +500 of 500 messages", result.stdout), result.stdout
     assert db.exists()
+
+
+def test_the_newsletter_demo_sends_retries_and_dead_letters_then_exits_zero() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "conveyor.demo", "--once", "--emails", "2000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = result.stdout
+    queued = re.search(r"queued 2,000 emails in (\d+) ms", summary)
+    assert queued, summary
+    assert int(queued.group(1)) < 1000
+    assert re.search(r"sent +1,996$", summary, re.MULTILINE), summary  # 4 invalid addresses
+    assert re.search(r"retried +200 ", summary), summary  # every 10th reader greylisted once
+    assert re.search(r"dead-lettered +4 ", summary), summary
+    assert "console: http://127.0.0.1:" in summary

@@ -49,3 +49,10 @@ def test_debug_shows_the_traceback() -> None:
     result = conveyor("--debug", "worker", "no_such_module:app")
     assert result.returncode != 0
     assert "Traceback" in result.stderr
+
+
+def test_debug_after_the_command_shows_the_traceback_too(tmp_path) -> None:
+    result = conveyor("queues", "list", "--broker", f"sqlite:///{tmp_path / 'none.db'}", "--debug")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+    assert "there is no database at" in result.stderr

@@ -35,6 +35,7 @@ from conveyor.brokers.stream_types import (
     TopicSpec,
 )
 from conveyor.brokers.types import (
+    DURATION_BUCKETS,
     Binding,
     Delivery,
     ExchangeSpec,
@@ -45,6 +46,7 @@ from conveyor.brokers.types import (
     QueueSpec,
     QueueStats,
     Settlement,
+    TaskStats,
     WorkerInfo,
 )
 from conveyor.errors import ConfigError, LeaseLost, NotSupported
@@ -153,6 +155,11 @@ class Broker(ABC):
 
         ``""`` is the default exchange, which has no bindings.
         """
+
+    async def list_exchanges(self) -> list[ExchangeSpec]:
+        """Every declared exchange, sorted by name (the default exchange ``""`` is not one)."""
+        self.require(Capability.EXCHANGES)
+        raise NotImplementedError
 
     @abstractmethod
     async def bind(self, binding: Binding) -> None:
@@ -316,6 +323,19 @@ class Broker(ABC):
 
     async def succeeded_keys(self, keys: Sequence[str]) -> set[str]:
         """Which of these idempotency keys belong to a job that already succeeded."""
+        self.require(Capability.RESULTS)
+        raise NotImplementedError
+
+    async def job_stats(
+        self, *, since: float | None = None, buckets: Sequence[float] = DURATION_BUCKETS
+    ) -> list[TaskStats]:
+        """Per task, sorted by name: the kept job records by status and a histogram of how
+        long finished jobs ran (see TaskStats), with ``buckets`` as its upper bounds.
+
+        ``since`` (epoch seconds) counts only records updated at or after it: with the
+        finished statuses, the jobs that finished since then. For metrics and health
+        checks; on the embedded broker it reads every kept record, so cache what it returns.
+        """
         self.require(Capability.RESULTS)
         raise NotImplementedError
 

@@ -257,6 +257,29 @@ class JobStatus(StrEnum):
 _FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED})
 
 
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    120.0, 300.0, 600.0, 1800.0, 3600.0)  # fmt: skip
+"""Default upper bounds (seconds) of the job duration histogram in ``TaskStats``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStats:
+    """The job records of one task that are kept (``result_ttl``), for metrics.
+
+    ``statuses`` counts records by status, ``running`` read off live leases as ``get_job``
+    does. The duration histogram covers finished jobs (succeeded, failed, dead): how long
+    their last attempt ran, from its start until its outcome was stored.
+    ``duration_buckets`` pairs each upper bound (seconds) with how many ran at most that
+    long, cumulative as Prometheus counts them; ``duration_count`` is all of them.
+    """
+
+    task: str
+    statuses: Mapping[JobStatus, int]
+    duration_buckets: tuple[tuple[float, int], ...]
+    duration_count: int
+    duration_sum: float
+
+
 @dataclass(frozen=True, slots=True)
 class JobSubmission:
     """A job to record and its message to enqueue, as one step.

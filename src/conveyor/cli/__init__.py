@@ -7,11 +7,29 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from conveyor.app import App
+from conveyor.cli.common import UsageError
 from conveyor.errors import ConfigError, ConveyorError
+
+# Each module under conveyor.cli with an ``add_parser(commands)``, in the order of --help.
+COMMANDS = (
+    "worker",
+    "serve",
+    "queues",
+    "exchanges",
+    "topics",
+    "groups",
+    "messages",
+    "consume",
+    "dlq",
+    "jobs",
+    "tools",
+)
 
 
 def load_app(spec: str) -> App:
@@ -34,23 +52,41 @@ def load_app(spec: str) -> App:
     return app
 
 
-def parser() -> argparse.ArgumentParser:
-    from conveyor.cli import worker
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors on one line: ``conveyor: error: ... (see ... --help)``."""
 
-    root = argparse.ArgumentParser(prog="conveyor", description=__doc__)
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"conveyor: error: {message} (see {self.prog} --help)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = Parser(prog="conveyor", description=__doc__)
     root.add_argument("--debug", action="store_true", help="show tracebacks")
-    commands = root.add_subparsers(dest="command", required=True)
-    worker.add_parser(commands)
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"conveyor.cli.{name}").add_parser(commands)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = parser().parse_args(argv)
+    root = parser()
+    arguments, extra = root.parse_known_args(argv)
+    if extra and not getattr(arguments, "passthrough", False):
+        root.error(f"unrecognized arguments: {' '.join(extra)}")
+    arguments.extra = extra
     try:
         code: int = arguments.handler(arguments)
         return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `conveyor consume ... | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except UsageError as error:
+        if arguments.debug:
+            raise
+        print(f"conveyor: error: {error}", file=sys.stderr)
+        return 2
     except ConveyorError as error:
         if arguments.debug:
             raise

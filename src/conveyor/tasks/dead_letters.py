@@ -30,6 +30,23 @@ class DeadLetter:
     worker: str | None
     queued: QueuedMessage
 
+    def to_json(self) -> dict[str, Any]:
+        """The failure record as JSON (without the stored message), for the API and CLI."""
+        return {
+            "job_id": self.job_id,
+            "task": self.task,
+            "queue": self.queue,
+            "reason": self.reason,
+            "arguments": self.arguments,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "attempts": self.attempts,
+            "first_attempt_at": self.first_attempt_at,
+            "last_attempt_at": self.last_attempt_at,
+            "failed_at": self.failed_at,
+            "worker": self.worker,
+        }
+
     @classmethod
     def from_queued(cls, queued: QueuedMessage) -> DeadLetter:
         message = queued.message

@@ -17,12 +17,22 @@ from functools import partial
 from typing import TypeVar
 
 from conveyor.brokers.base import Broker, Capability
-from conveyor.brokers.embedded import browse, dead_letters, jobs, queues, rows, topology, wakeup
+from conveyor.brokers.embedded import (
+    browse,
+    dead_letters,
+    jobs,
+    metrics,
+    queues,
+    rows,
+    topology,
+    wakeup,
+)
 from conveyor.brokers.embedded.db import Database, Durability
 from conveyor.brokers.embedded.rows import Changes, now_ms
 from conveyor.brokers.embedded.stream_broker import StreamMethods
 from conveyor.brokers.embedded.topology import Topology
 from conveyor.brokers.types import (
+    DURATION_BUCKETS,
     Binding,
     Delivery,
     ExchangeSpec,
@@ -33,6 +43,7 @@ from conveyor.brokers.types import (
     QueueSpec,
     QueueStats,
     Settlement,
+    TaskStats,
     WorkerInfo,
     as_float,
 )
@@ -256,6 +267,9 @@ class EmbeddedBroker(StreamMethods, Broker):
     async def exchange_stats(self, name: str) -> ExchangeStats:
         return await self._read(lambda c, t: topology.exchange_stats(c, t, name))
 
+    async def list_exchanges(self) -> list[ExchangeSpec]:
+        return await self._read(lambda c, t: metrics.exchanges(t))
+
     async def bind(self, binding: Binding) -> None:
         await self._change_topology(lambda c, t: topology.bind(c, t, binding))
 
@@ -475,6 +489,13 @@ class EmbeddedBroker(StreamMethods, Broker):
         if not keys:
             return set()
         return await self._read(lambda c, t: jobs.succeeded_keys(c, keys))
+
+    async def job_stats(
+        self, *, since: float | None = None, buckets: Sequence[float] = DURATION_BUCKETS
+    ) -> list[TaskStats]:
+        bounds = metrics.check_buckets(buckets)
+        since_ms = 0 if since is None else int(since * 1000)
+        return await self._read(lambda c, t: metrics.job_stats(c, now_ms(), since_ms, bounds))
 
     async def heartbeat(self, worker: WorkerInfo) -> None:
         await self._write(lambda c, t, _: jobs.heartbeat(c, worker, now_ms()))

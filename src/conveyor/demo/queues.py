@@ -1,6 +1,6 @@
 """The first demo: one producer and two consumer processes sharing one SQLite file.
 
-``python -m conveyor.demo`` (or ``make demo``) publishes messages from one process while two
+``python -m conveyor.demo.queues`` publishes messages from one process while two
 others consume them. One consumer quits partway holding a few leased, unacked messages, as a
 crashed worker would: once their short lease lapses, the other consumer gets them again.
 Nothing is lost and, because every lease that held was acked, nothing is consumed twice.
@@ -89,7 +89,7 @@ async def consume(url: str, expected: int, quit_after: int | None, ready: Path |
 
 
 def spawn(db: Path, role: str, *args: str) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "conveyor.demo", "--role", role, "--db", str(db), *args]
+    command = [sys.executable, "-m", "conveyor.demo.queues", "--role", role, "--db", str(db), *args]
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
 
@@ -167,7 +167,7 @@ async def queue_depth(url: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conveyor.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m conveyor.demo.queues", description=__doc__)
     parser.add_argument("--messages", type=int, default=10_000, help="how many to publish")
     parser.add_argument("--db", type=Path, help="database file (default: a temporary one)")
     parser.add_argument("--role", choices=["main", "producer", "consumer"], default="main")

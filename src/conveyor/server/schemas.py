@@ -1,0 +1,113 @@
+"""Request bodies, pagination and message bodies as the API shows them."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from conveyor.codecs import dumps, loads
+from conveyor.errors import DecodeError
+from conveyor.server.errors import ApiError
+
+T = TypeVar("T")
+
+MAX_PAGE = 1000
+
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class EnqueueRequest(_Request):
+    task: str = Field(min_length=1, description="The registered task's name.")
+    args: list[Any] = Field(default_factory=list, description="Positional arguments, as JSON.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments.")
+    delay: Seconds | None = Field(None, description="Seconds before the job may run.")
+    priority: int | None = Field(None, ge=0, le=255, description="Higher runs first (0-9).")
+    queue: str | None = Field(None, min_length=1, description="Instead of the task's queue.")
+    idempotency_key: str | None = Field(
+        None, min_length=1, description="A second send with this key returns the first job."
+    )
+
+
+class PublishRequest(_Request):
+    body: Any = Field(None, description="A string is sent as UTF-8 text, anything else as JSON.")
+    headers: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(0, ge=0, le=255)
+    ttl: Seconds | None = Field(None, description="Seconds it may wait before it expires.")
+    delay: Seconds = Field(0.0, description="Seconds before it may be received.")
+    content_type: str | None = Field(None, description="Default: by the body's kind.")
+
+
+class ExchangePublishRequest(PublishRequest):
+    routing_key: str = ""
+    mandatory: bool = Field(False, description="Refuse (409) when no queue takes the message.")
+
+
+class ProduceRequest(_Request):
+    value: Any = Field(
+        None, description="A string is stored as UTF-8 text, null is a tombstone, else JSON."
+    )
+    key: str | None = Field(None, description="Picks the partition, as Kafka's partitioner.")
+    headers: dict[str, str] = Field(default_factory=dict)
+    partition: int | None = Field(None, ge=0)
+    timestamp: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
+class ReplayRequest(_Request):
+    job_ids: list[str] | None = Field(None, description="Only these jobs (default: all).")
+    to_queue: str | None = Field(None, min_length=1, description="Default: the original queue.")
+
+
+@dataclass(frozen=True, slots=True)
+class Paging:
+    limit: int
+    offset: int
+
+    def page(self, items: Sequence[Any], total: int) -> dict[str, Any]:
+        return {"items": list(items), "total": total, "limit": self.limit, "offset": self.offset}
+
+    def slice(self, items: Sequence[T]) -> list[T]:
+        return list(items[self.offset : self.offset + self.limit])
+
+
+def _paging(
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page.")] = 100,
+    offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+) -> Paging:
+    return Paging(limit, offset)
+
+
+PageQuery = Annotated[Paging, Depends(_paging)]
+
+
+def encode_body(body: Any, content_type: str | None) -> tuple[bytes, str]:
+    if isinstance(body, str):
+        return body.encode(), content_type or "text/plain; charset=utf-8"
+    try:
+        return dumps(body), content_type or "application/json"
+    except (TypeError, ValueError) as error:
+        raise ApiError(422, "InvalidRequest", f"body: {error}", field="body") from None
+
+
+def show_body(body: bytes | None, content_type: str | None = None) -> dict[str, Any]:
+    """A stored body as JSON when it is JSON, else as text, else as base64."""
+    if body is None:
+        return {"body": None, "body_encoding": None}
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind in ("", "application/json") or kind.endswith("+json"):
+        try:
+            return {"body": loads(body), "body_encoding": "json"}
+        except DecodeError:
+            pass
+    try:
+        return {"body": body.decode("utf-8"), "body_encoding": "text"}
+    except UnicodeDecodeError:
+        return {"body": base64.b64encode(body).decode(), "body_encoding": "base64"}
