@@ -226,3 +226,39 @@ async def _until_a_receiver_waits(path: str, children: Children) -> None:
     while not _waiters(path):
         children.check_alive()
         await asyncio.sleep(0.01)
+
+
+READ_READY = """
+import asyncio, sys
+from conveyor import open_broker
+
+async def main(url):
+    async with open_broker(url) as broker:
+        print((await broker.queue_stats("q")).ready)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def _ready_seen_by_another_process(url: str) -> int:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", READ_READY, url, cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await child.communicate()
+    return int(out)
+
+
+async def test_a_second_connection_in_one_process_keeps_writes_visible_to_others(
+    tmp_path: Path,
+) -> None:
+    """Opening the file again in-process must not drop SQLite's locks (closing any descriptor
+    of a file releases all of a process's POSIX locks on it), or another process could
+    delete the WAL under the first connection and stop seeing what it writes."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    async with open_broker(url) as first:
+        await first.declare_queue(QueueSpec("q"))
+        await first.publish(Message(b"1", routing_key="q"))
+        async with open_broker(url):  # as App.call_sync's own connection does
+            assert await _ready_seen_by_another_process(url) == 1
+            await first.publish(Message(b"2", routing_key="q"))
+            assert await _ready_seen_by_another_process(url) == 2

@@ -17,6 +17,7 @@ from conveyor import __version__
 from conveyor.app import App
 from conveyor.errors import ConveyorError
 from conveyor.server import api_dead_letters, api_jobs, api_queues, api_streams, health, metrics
+from conveyor.server.console import mount_console
 from conveyor.server.errors import install_error_handlers
 from conveyor.server.security import BearerAuth, BodyLimit, bearer
 from conveyor.server.settings import ServerSettings
@@ -70,4 +71,5 @@ def create_server(app: App, settings: ServerSettings | None = None) -> FastAPI:
     server.add_middleware(
         BearerAuth, token=settings.token, token_for_reads=settings.token_for_reads
     )
+    mount_console(server, app, settings)  # last: browsers log in instead of sending the token
     return server

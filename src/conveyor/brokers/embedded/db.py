@@ -57,6 +57,7 @@ class Database:
         self.durability = durability
         self.lock_timeout = lock_timeout
         self._lock = threading.Lock()
+        self._file: tuple[int, int] | None = None
         self.connection = self._open()
 
     def _open(self) -> sqlite3.Connection:
@@ -64,7 +65,7 @@ class Database:
             connection = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
             self._initialize(connection)
             return connection
-        _check_path(self.path)
+        _check_path(self.path, read_header=not _already_open(self.path))
         try:
             connection = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=0
@@ -76,6 +77,7 @@ class Database:
         except BaseException:
             connection.close()
             raise
+        self._file = _register_open(self.path)
         return connection
 
     def _initialize(self, connection: sqlite3.Connection) -> None:
@@ -188,16 +190,48 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self.connection.close()
+            if self._file is not None:
+                _open_files[self._file] -= 1
+                if not _open_files[self._file]:
+                    del _open_files[self._file]
+                self._file = None
 
 
-def _check_path(path: str) -> None:
+# Database files this process holds open, by (device, inode), with how many connections.
+# Closing *any* descriptor of a file drops every POSIX lock this process holds on it, the
+# locks of SQLite's own connections included: another process could then take the WAL for
+# unused and delete it under us. So a file already open here is never opened again with
+# open() to read its header; SQLite already checked it when the first connection opened it.
+_open_files: dict[tuple[int, int], int] = {}
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _already_open(path: str) -> bool:
+    return _file_id(path) in _open_files
+
+
+def _register_open(path: str) -> tuple[int, int] | None:
+    file = _file_id(path)
+    if file is not None:
+        _open_files[file] = _open_files.get(file, 0) + 1
+    return file
+
+
+def _check_path(path: str, *, read_header: bool = True) -> None:
     """Refuse paths that cannot hold a store before SQLite creates or touches anything."""
     file = Path(path)
     if file.is_dir():
         raise ConfigError(f"{path} is a directory; give the path of a database file inside it")
     if not file.parent.is_dir():
         raise ConfigError(f"directory {file.parent} does not exist; create it first")
-    if file.exists() and file.stat().st_size > 0:
+    if read_header and file.exists() and file.stat().st_size > 0:
         try:
             with open(file, "rb") as handle:
                 header = handle.read(len(SQLITE_HEADER))
