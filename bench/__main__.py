@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import queues, streams, tasks
+from bench import http, queues, streams, tasks
 from bench.harness import (
     Figures,
     Suite,
@@ -27,7 +27,7 @@ from bench.harness import (
 )
 
 SUITES: dict[str, Suite] = {
-    suite.name: suite for suite in (queues.SUITE, tasks.SUITE, streams.SUITE)
+    suite.name: suite for suite in (queues.SUITE, tasks.SUITE, streams.SUITE, http.SUITE)
 }
 
 
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def format_value(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    if unit in ("msg/s", "tasks/s"):
+    if unit in ("msg/s", "tasks/s", "req/s"):
         return f"{value:,.0f}"
     if unit == "ms":
         return f"{value:.3f}"

@@ -178,6 +178,7 @@ def dead_letter_targets(specs: list[QueueSpec]) -> set[str]:
     return {target for spec in specs if (target := dead_letter_queue_of(spec)) is not None}
 
 
-def get_state(request: Request) -> ServerState:
+async def get_state(request: Request) -> ServerState:
+    """Async, so that FastAPI resolves it on the loop instead of hopping to a thread."""
     state: ServerState = request.app.state.conveyor
     return state
