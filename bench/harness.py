@@ -6,12 +6,14 @@ tested without timing anything (tests/unit/test_bench_harness.py).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.util
 import json
 import math
 import os
 import platform
+import select
 import sqlite3
 import statistics
 import subprocess
@@ -343,3 +345,23 @@ def terminating(process: subprocess.Popen[str], grace: float = 5.0) -> Iterator[
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+# cross-process latency: a child announces itself on stdout, then waits on a wake-up socket
+
+
+def expect_line(process: subprocess.Popen[str], expected: str, *, timeout: float) -> None:
+    """Read one line from the child's stdout within ``timeout``; it must be ``expected``."""
+    assert process.stdout is not None
+    readable, _, _ = select.select([process.stdout], [], [], timeout)
+    line = process.stdout.readline().strip() if readable else ""
+    if line != expected:
+        raise RuntimeError(f"the child process did not say {expected!r} (said {line!r})")
+
+
+async def wait_for_waiter(watcher: sqlite3.Connection, process: subprocess.Popen[str]) -> None:
+    """Return once a receiver or fetcher is registered as waiting, i.e. asleep on its socket."""
+    while not watcher.execute("SELECT count(*) FROM waiters").fetchone()[0]:
+        if process.poll() is not None:
+            raise RuntimeError(f"the latency consumer exited with {process.returncode}")
+        await asyncio.sleep(0.0005)

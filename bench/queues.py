@@ -13,7 +13,6 @@ import json
 import os
 import random
 import secrets
-import select
 import sqlite3
 import subprocess
 import sys
@@ -31,11 +30,13 @@ from bench.harness import (
     Suite,
     Target,
     bench_module_command,
+    expect_line,
     per_second,
     percentile,
     progress,
     run_child,
     terminating,
+    wait_for_waiter,
 )
 from conveyor import Broker, Message, QueueSpec, open_broker
 from conveyor.brokers.embedded.rows import INSERT_MESSAGE
@@ -336,7 +337,7 @@ def latency(path: Path, samples: int) -> list[float]:
     command = bench_module_command("bench.queues", "latency-consumer", broker_url(path))
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     with terminating(process):
-        _expect_line(process, "ready", timeout=60)
+        expect_line(process, "ready", timeout=60)
         asyncio.run(publish_stamps(path, process, LATENCY_WARMUP + samples))
         stdout, _ = process.communicate(timeout=60)
     if process.returncode != 0:
@@ -360,7 +361,7 @@ async def publish_stamps(path: Path, consumer: subprocess.Popen[str], count: int
         for _ in range(count):
             try:
                 async with asyncio.timeout(30):
-                    await _wait_for_waiter(watcher, consumer)
+                    await wait_for_waiter(watcher, consumer)
             except TimeoutError:
                 raise RuntimeError("the latency consumer did not wait again within 30 s") from None
             await asyncio.sleep(random.uniform(*LATENCY_GAP_S))
@@ -370,22 +371,6 @@ async def publish_stamps(path: Path, consumer: subprocess.Popen[str], count: int
     finally:
         watcher.close()
         await broker.close()
-
-
-def _expect_line(process: subprocess.Popen[str], expected: str, *, timeout: float) -> None:
-    assert process.stdout is not None
-    readable, _, _ = select.select([process.stdout], [], [], timeout)
-    line = process.stdout.readline().strip() if readable else ""
-    if line != expected:
-        raise RuntimeError(f"the child process did not say {expected!r} (said {line!r})")
-
-
-async def _wait_for_waiter(watcher: sqlite3.Connection, process: subprocess.Popen[str]) -> None:
-    """Return once a receiver is registered as waiting, i.e. asleep on its wake-up socket."""
-    while not watcher.execute("SELECT count(*) FROM waiters").fetchone()[0]:
-        if process.poll() is not None:
-            raise RuntimeError(f"the latency consumer exited with {process.returncode}")
-        await asyncio.sleep(0.0005)
 
 
 async def latency_consumer(url: str) -> None:

@@ -16,7 +16,6 @@ import json
 import os
 import random
 import secrets
-import select
 import sqlite3
 import subprocess
 import sys
@@ -34,10 +33,12 @@ from bench.harness import (
     Suite,
     Target,
     bench_module_command,
+    expect_line,
     per_second,
     percentile,
     progress,
     terminating,
+    wait_for_waiter,
 )
 from bench.peers import server_listening
 from conveyor import Broker, open_broker
@@ -448,22 +449,6 @@ async def produce_stamps(path: Path, consumer: subprocess.Popen[str], count: int
     finally:
         watcher.close()
         await broker.close()
-
-
-def expect_line(process: subprocess.Popen[str], expected: str, *, timeout: float) -> None:
-    assert process.stdout is not None
-    readable, _, _ = select.select([process.stdout], [], [], timeout)
-    line = process.stdout.readline().strip() if readable else ""
-    if line != expected:
-        raise RuntimeError(f"the child process did not say {expected!r} (said {line!r})")
-
-
-async def wait_for_waiter(watcher: sqlite3.Connection, process: subprocess.Popen[str]) -> None:
-    """Return once a fetcher is registered as waiting, i.e. asleep on its wake-up socket."""
-    while not watcher.execute("SELECT count(*) FROM waiters").fetchone()[0]:
-        if process.poll() is not None:
-            raise RuntimeError(f"the latency consumer exited with {process.returncode}")
-        await asyncio.sleep(0.0005)
 
 
 async def latency_consumer(url: str) -> None:
