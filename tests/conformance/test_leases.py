@@ -343,3 +343,18 @@ async def test_released_messages_come_back_at_once_without_counting_a_delivery(
     assert not any(d.redelivered for d in again)
     await broker.release(deliveries)  # stale leases: nothing happens
     assert (await broker.queue_stats(name)).unacked == 2
+
+
+@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
+async def test_a_consumer_releases_uncounted_and_frees_its_prefetch(
+    broker: Broker, name: str
+) -> None:
+    await broker.declare_queue(QueueSpec(name))
+    await publish_bodies(broker, name, b"a")
+    consumer = broker.consume(name, prefetch=1, lease_timeout=30)
+    first = await anext(consumer)
+    await consumer.release([first])
+    again = await asyncio.wait_for(anext(consumer), 2)  # the slot is free at once
+    assert again.message.body == b"a"
+    assert again.delivery_count == 1
+    await consumer.ack(again)

@@ -560,15 +560,9 @@ class Consumer(AsyncIterator[Delivery]):
         self._settled.set()
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
-        """Give back leased messages that were never worked on, as if never delivered.
-
-        Unlike ``nack``, the delivery does not count as an attempt (a worker stopping
-        with prefetched work must not use up its jobs' retries). Lapsed leases are skipped.
-        Backends that cannot take a delivery back uncounted requeue it counted.
-        """
-        for delivery in deliveries:
-            with contextlib.suppress(LeaseLost):
-                await self.nack(delivery, requeue=True)
+        """Give back unworked deliveries uncounted: see ``Broker.release``."""
+        self._release(deliveries)
+        await self.broker.release(deliveries)
 
     async def reject(self, delivery: Delivery) -> None:
         await self.nack(delivery, requeue=False)
