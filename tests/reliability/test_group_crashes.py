@@ -32,6 +32,7 @@ from conveyor.app import App
 from conveyor.brokers.base import Broker
 from conveyor.brokers.stream_types import GroupInfo
 from conveyor.events.producer import record
+from tests.reliability.children import ChildProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPIC, GROUP = "ledger", "ledger-readers"
@@ -53,19 +54,12 @@ Offset = tuple[int, int]  # (partition, offset)
 
 
 @dataclass
-class Member:
+class Member(ChildProcess):
     """One member process and the JSON-lines log it writes."""
 
-    name: str
-    process: asyncio.subprocess.Process
     log: Path
     stderr: Path
     hold_file: Path
-    stopped: bool = False
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
     def events(self, kind: str | None = None) -> list[Event]:
         """The log's events (a line still being written is left out)."""
@@ -103,17 +97,6 @@ class Member:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         tail = "\n".join(line for line in text.splitlines() if '"record"' not in line)
         return f"--- {self.name} (pid {self.pid}) log without records ---\n{tail}\n{stderr}"
-
-    def signal(self, signum: int) -> None:
-        self.stopped = True
-        os.kill(self.pid, signum)
-
-    async def exit_code(self, timeout: float) -> int:
-        try:
-            async with asyncio.timeout(timeout):
-                return await self.process.wait()
-        except TimeoutError:
-            pytest.fail(f"{self.name} did not exit within {timeout}s\n{self.output()}")
 
 
 @dataclass

@@ -33,6 +33,7 @@ from conveyor.app import App, dead_letter_queue
 from conveyor.brokers.base import Broker
 from conveyor.brokers.types import JobStatus, WorkerInfo
 from conveyor.tasks.task import IDEMPOTENCY_HEADER
+from tests.reliability.children import ChildProcess
 from tests.reliability.tasks import (
     LEASE_TIMEOUT,
     LOG_ENV,
@@ -54,33 +55,14 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @dataclass
-class Child:
-    """One child process, the file its output goes to, and whether we meant it to exit."""
+class Child(ChildProcess):
+    """A worker process and the file its output goes to."""
 
-    name: str
-    process: asyncio.subprocess.Process
     output_file: Path
-    stopped: bool = False
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
     def output(self) -> str:
         text = self.output_file.read_text(errors="replace")
         return f"--- {self.name} (pid {self.pid}) output ---\n{text}"
-
-    def signal(self, signum: int) -> None:
-        self.stopped = True
-        os.kill(self.pid, signum)
-
-    async def exit_code(self, timeout: float) -> int:
-        """Wait up to ``timeout`` seconds for the exit code (the test fails past it)."""
-        try:
-            async with asyncio.timeout(timeout):
-                return await self.process.wait()
-        except TimeoutError:
-            pytest.fail(f"{self.name} did not exit within {timeout}s\n{self.output()}")
 
 
 class Children:
