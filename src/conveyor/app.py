@@ -22,7 +22,7 @@ from conveyor.errors import ConfigError
 from conveyor.events.consumer import OffsetReset, StreamConsumer
 from conveyor.events.producer import Producer, Value, record
 from conveyor.events.subscriber import Handler, Subscriber, SubscriberOptions
-from conveyor.names import check_name
+from conveyor.names import DEAD_LETTER_SUFFIX, check_name
 from conveyor.retry import Exponential, RetryPolicy, backoff_from
 from conveyor.tasks.dead_letters import DeadLetter, list_dead_letters
 from conveyor.tasks.job import Job
@@ -38,7 +38,7 @@ TASK_PRIORITIES = 9
 
 def dead_letter_queue(queue: str) -> str:
     """The queue where ``queue``'s jobs go after their last attempt."""
-    return f"{queue}.dlq"
+    return f"{queue}{DEAD_LETTER_SUFFIX}"
 
 
 class App:

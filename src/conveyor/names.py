@@ -7,6 +7,7 @@ import re
 from conveyor.errors import ConfigError
 
 MAX_NAME_LENGTH = 255
+DEAD_LETTER_SUFFIX = ".dlq"  # `orders` dead-letters to `orders.dlq` (queues and topics)
 MAX_ROUTING_KEY_BYTES = 255
 _NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
 

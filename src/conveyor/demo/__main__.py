@@ -27,6 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from conveyor.app import dead_letter_queue
 from conveyor.demo import newsletter
 from conveyor.demo.smtp import MailServer
 from conveyor.demo.web import http_server
@@ -69,7 +70,7 @@ async def settled(emails: int, timeout: float) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
         queue = await broker.queue_stats(newsletter.QUEUE)
-        dead = (await broker.queue_stats(f"{newsletter.QUEUE}.dlq")).depth
+        dead = (await broker.queue_stats(dead_letter_queue(newsletter.QUEUE))).depth
         if queue.depth == 0 and queue.unacked == 0:
             return {"dead": dead}
         if time.monotonic() > deadline:

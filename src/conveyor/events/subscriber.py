@@ -24,7 +24,7 @@ from conveyor.brokers.stream_types import OffsetCommit, ProducerRecord, Record, 
 from conveyor.errors import ConfigError, MemberFenced
 from conveyor.events.consumer import OffsetReset, StreamConsumer
 from conveyor.events.producer import Producer
-from conveyor.names import check_name
+from conveyor.names import DEAD_LETTER_SUFFIX, check_name
 from conveyor.retry import RetryPolicy
 
 Handler = Callable[[Record], Any]
@@ -44,7 +44,7 @@ class SubscriberOptions:
         check_name("topic", self.topic)
         check_name("group", self.group)
         if not self.dead_letter_topic:
-            object.__setattr__(self, "dead_letter_topic", f"{self.topic}.dlq")
+            object.__setattr__(self, "dead_letter_topic", f"{self.topic}{DEAD_LETTER_SUFFIX}")
         check_name("dead-letter topic", self.dead_letter_topic)
 
 

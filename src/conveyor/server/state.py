@@ -24,11 +24,10 @@ from conveyor.brokers.base import Broker, Capability
 from conveyor.brokers.stream_types import GroupInfo
 from conveyor.brokers.types import QueueSpec, QueueStats, TaskStats
 from conveyor.errors import ConfigError, NotSupported, QueueNotFound
+from conveyor.names import DEAD_LETTER_SUFFIX
 from conveyor.server.settings import ServerSettings
 
 T = TypeVar("T")
-
-DEAD_LETTER_SUFFIX = ".dlq"
 
 
 class TtlCache:

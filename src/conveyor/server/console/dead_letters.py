@@ -41,7 +41,6 @@ router = APIRouter(prefix="/dead-letters")
 
 PAGE_SIZE = 25
 SCAN_PAGE = 500
-SUFFIX = ".dlq"
 
 
 @router.get("")

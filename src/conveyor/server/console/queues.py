@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from conveyor.app import dead_letter_queue
 from conveyor.brokers.types import QueuedMessage
 from conveyor.errors import QueueNotFound
+from conveyor.names import DEAD_LETTER_SUFFIX
 from conveyor.server import health
 from conveyor.server.console.charts import Line, chart
 from conveyor.server.console.history import QueueSeries
@@ -146,8 +147,8 @@ def dead_letter_summary(views: list[QueueView], names: set[str]) -> Html:
     rows = []
     for view in views:
         name = view.spec.name
-        source = name.removesuffix(".dlq")
-        if name.endswith(".dlq") and source in names:
+        source = name.removesuffix(DEAD_LETTER_SUFFIX)
+        if name.endswith(DEAD_LETTER_SUFFIX) and source in names:
             target = link(url("/dead-letters", source), "inspect")
         else:
             target = link(url("/queues", name), "browse")
