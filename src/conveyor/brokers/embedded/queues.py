@@ -6,8 +6,9 @@ database, so a transaction can be retried whole.
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -154,26 +155,63 @@ def ack(
     now_ms: int,
     changes: Changes,
 ) -> list[int]:
-    """Delete the messages whose leases still hold; return the tags of those that lapsed."""
-    by_token: dict[str, list[int]] = defaultdict(list)
+    """Delete the messages whose leases still hold; return the tags of those that lapsed.
+
+    The common case, every lease alive on queues without length limits, is one DELETE per
+    lease token with no rows handed back: asking SQLite to return each deleted row would
+    cost more than the delete. Only if a lease lapsed, or a queue keeps exact counts, does
+    the delete run again row by row to learn which rows went.
+    """
+    by_token: dict[str, list[Delivery]] = defaultdict(list)
     for delivery in deliveries:
-        by_token[delivery.lease_token].append(delivery.tag)
+        by_token[delivery.lease_token].append(delivery)
+    lapsed: list[int] = []
+    for token, held in by_token.items():
+        stored = [topology.queues.get(delivery.queue) for delivery in held]
+        if all(queue is not None and not _counts_held(queue) for queue in stored):
+            connection.execute("SAVEPOINT ack")
+            deleted = connection.execute(
+                "DELETE FROM messages WHERE lease_token = ? AND available_at_ms > ?"
+                " AND id IN (SELECT value FROM json_each(?))",
+                (token, now_ms, json.dumps([delivery.tag for delivery in held])),
+            ).rowcount
+            connection.execute("RELEASE ack" if deleted == len(held) else "ROLLBACK TO ack")
+            if deleted == len(held):
+                for queue_id, count in Counter(q.id for q in stored if q is not None).items():
+                    changes.count(queue_id, acked=count)
+                continue
+            connection.execute("RELEASE ack")
+        lapsed.extend(_ack_row_by_row(connection, topology, token, held, now_ms, changes))
+    return lapsed
+
+
+def _counts_held(queue: StoredQueue) -> bool:
+    return bool(queue.spec.max_length or queue.spec.max_bytes)
+
+
+def _ack_row_by_row(
+    connection: sqlite3.Connection,
+    topology: Topology,
+    token: str,
+    held: Sequence[Delivery],
+    now_ms: int,
+    changes: Changes,
+) -> list[int]:
     removed: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     acked: set[int] = set()
-    for token, tags in by_token.items():
-        for tag, queue_id, size in connection.execute(
-            f"DELETE FROM messages WHERE lease_token = ? AND available_at_ms > ?"
-            f" AND id IN ({marks(len(tags))}) RETURNING id, queue_id, size",
-            (token, now_ms, *tags),
-        ):
-            acked.add(tag)
-            totals = removed[queue_id]
-            totals[0] += 1
-            totals[1] += size
+    for tag, queue_id, size in connection.execute(
+        "DELETE FROM messages WHERE lease_token = ? AND available_at_ms > ?"
+        " AND id IN (SELECT value FROM json_each(?)) RETURNING id, queue_id, size",
+        (token, now_ms, json.dumps([delivery.tag for delivery in held])),
+    ):
+        acked.add(tag)
+        totals = removed[queue_id]
+        totals[0] += 1
+        totals[1] += size
     for queue_id, (count, size) in removed.items():
         hold(connection, topology.queues_by_id[queue_id], -count, -size)
         changes.count(queue_id, acked=count)
-    return [delivery.tag for delivery in deliveries if delivery.tag not in acked]
+    return [delivery.tag for delivery in held if delivery.tag not in acked]
 
 
 def requeue(
