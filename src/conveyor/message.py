@@ -59,6 +59,37 @@ class Message:
             raise MessageError(f"ttl must be a number of seconds >= 0, not {self.ttl!r}")
 
 
+def stored_message(
+    body: bytes,
+    routing_key: str,
+    headers: Mapping[str, Any],
+    priority: int,
+    ttl: float | None,
+    id: str,
+    timestamp: float,
+    content_type: str | None,
+) -> Message:
+    """A message read back from a store, built without the checks ``Message()`` makes.
+
+    It passed them when it was published; a lease of hundreds of messages would otherwise
+    pay for them again on every one.
+    """
+    message = _new(Message)
+    _set(message, "body", body)
+    _set(message, "routing_key", routing_key)
+    _set(message, "headers", headers)
+    _set(message, "priority", priority)
+    _set(message, "ttl", ttl)
+    _set(message, "id", id)
+    _set(message, "timestamp", timestamp)
+    _set(message, "content_type", content_type)
+    return message
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
 def encode_headers(headers: Mapping[str, Any]) -> str | None:
     """Headers as compact JSON text, or None when there are none."""
     if not headers:

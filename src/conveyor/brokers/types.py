@@ -178,13 +178,14 @@ class Binding:
         check_headers_arguments(self.arguments)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivery:
     """A message leased to one consumer until ``lease_deadline`` (epoch seconds).
 
     Settle it with the broker's ack / nack / reject. ``lease_token`` proves the lease: once
     the lease has lapsed, settling raises LeaseLost because the message may be with someone
-    else.
+    else. Not frozen: a broker makes one per message leased, and a frozen dataclass costs
+    several times as much to build.
     """
 
     message: Message
@@ -317,12 +318,14 @@ class JobRecord:
     idempotency_key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Settlement:
     """How one delivered job ended its attempt; the broker settles message and record together.
 
     SUCCEEDED, FAILED and CANCELLED acknowledge the message; RETRYING gives it back after
     ``retry_delay``; DEAD moves it to the queue's dead-letter target with a failure record.
+    Not frozen: a worker makes one per job, and a frozen dataclass costs several times as
+    much to build.
     """
 
     delivery: Delivery

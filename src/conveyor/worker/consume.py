@@ -248,10 +248,15 @@ class Worker:
                 break
             if job.delivery.lease_deadline <= time.time():
                 continue
-            call = await self._prepare(job)
+            headers = job.delivery.message.headers
+            call = self._prepare(job)
             if call is None:
                 continue
             task, args, kwargs = call
+            if (task.options.rate_limit is not None or IDEMPOTENCY_HEADER in headers) and not (
+                await self._admit(job, task)
+            ):
+                continue
             if task.options.executor is Executor.THREAD:
                 threaded.append((job, args, kwargs))
             else:
@@ -259,9 +264,7 @@ class Worker:
         if threaded:
             await self._run_threaded(threaded)
 
-    async def _prepare(
-        self, job: _Job
-    ) -> tuple[Task[Any, Any], tuple[Any, ...], dict[str, Any]] | None:
+    def _prepare(self, job: _Job) -> tuple[Task[Any, Any], tuple[Any, ...], dict[str, Any]] | None:
         """Find the task and decode the arguments, or settle the job as dead right away."""
         headers = job.delivery.message.headers
         task = self.app.tasks.get(headers.get(TASK_HEADER, ""))
@@ -285,13 +288,17 @@ class Worker:
         except ConveyorError as error:
             job.settlement = self._dead(job, error)
             return None
-        key = headers.get(IDEMPOTENCY_HEADER)
+        return task, args, kwargs
+
+    async def _admit(self, job: _Job, task: Task[Any, Any]) -> bool:
+        """Skip a job whose idempotency key already succeeded; wait out the rate limit."""
+        key = job.delivery.message.headers.get(IDEMPOTENCY_HEADER)
         broker = self._broker
         if key is not None and broker is not None and key in await broker.succeeded_keys([key]):
             job.settlement = self._settlement(job, JobStatus.SUCCEEDED)
-            return None
+            return False
         await self._respect_rate_limit(task)
-        return task, args, kwargs
+        return True
 
     async def _respect_rate_limit(self, task: Task[Any, Any]) -> None:
         limit = task.options.rate_limit
@@ -371,9 +378,16 @@ class Worker:
     def _dead(self, job: _Job, error: BaseException) -> Settlement:
         return self._settlement(job, JobStatus.DEAD, error=describe(error))
 
-    def _settlement(self, job: _Job, status: JobStatus, **details: Any) -> Settlement:
+    def _settlement(
+        self,
+        job: _Job,
+        status: JobStatus,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+        retry_delay: float = 0.0,
+    ) -> Settlement:
         started = job.started_at or time.time()
-        return Settlement(job.delivery, status, started, worker=self.id, **details)
+        return Settlement(job.delivery, status, started, self.id, result, error, retry_delay)
 
     def _finish(self, settlement: Settlement) -> None:
         self.counts.processed += 1

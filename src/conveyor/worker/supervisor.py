@@ -8,6 +8,7 @@ once and exits. A supervisor forwards each signal to its children.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 import time
@@ -42,6 +43,7 @@ class WorkerOptions:
 
 async def run_worker(app: App, options: WorkerOptions) -> WorkerCounts:
     """One worker in this process, stopped by SIGTERM/SIGINT (twice: at once)."""
+    tune_garbage_collector()
     worker = Worker(
         app,
         queues=options.queues,
@@ -56,6 +58,21 @@ async def run_worker(app: App, options: WorkerOptions) -> WorkerCounts:
         return await worker.run()
     finally:
         await app.aclose()
+
+
+def tune_garbage_collector() -> None:
+    """Collect a worker process's young objects less often, and never the app's own.
+
+    A worker allocates a dozen objects per job; with CPython's default threshold of 700 a
+    collection runs every few dozen jobs and costs about a tenth of a short job's time.
+    Objects freed by reference counting are unaffected; only cyclic garbage waits longer.
+    """
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, middle, oldest)
+
+
+YOUNG_GENERATION_THRESHOLD = 10_000
 
 
 class Supervisor:

@@ -16,7 +16,7 @@ from typing import Any
 from conveyor.brokers.embedded.topology import StoredQueue
 from conveyor.brokers.types import Overflow, as_float
 from conveyor.errors import MessageTooLarge, QueueFull
-from conveyor.message import Message, decode_headers, encode_headers
+from conveyor.message import Message, decode_headers, encode_headers, stored_message
 
 INSERT_MESSAGE = (
     "INSERT INTO messages (queue_id, priority, available_at_ms, expires_at_ms, enqueued_at_ms,"
@@ -142,15 +142,8 @@ def insert(
 
 
 def message_from_row(row: Sequence[Any]) -> Message:
-    return Message(
-        body=row[11],
-        routing_key=row[6],
-        headers=decode_headers(row[10]),
-        priority=row[12],
-        ttl=row[8],
-        id=row[4],
-        timestamp=row[7],
-        content_type=row[9],
+    return stored_message(
+        row[11], row[6], decode_headers(row[10]), row[12], row[8], row[4], row[7], row[9]
     )
 
 
