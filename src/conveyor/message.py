@@ -24,7 +24,7 @@ def new_message_id() -> str:
     return f"{time.time_ns() // 1000:014x}{os.urandom(6).hex()}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
     """What a producer publishes and a consumer receives.
 
@@ -36,6 +36,10 @@ class Message:
         ttl: seconds the message may wait in a queue before it expires.
         id: unique id, kept across redeliveries and dead-lettering.
         timestamp: publish time, seconds since the epoch.
+
+    Not frozen, like ``Delivery``: every message received is built anew, and a frozen
+    dataclass costs several times as much to build. Publishing copies a message into the
+    store, so changing one afterwards changes nothing that was sent.
     """
 
     body: bytes
@@ -75,19 +79,18 @@ def stored_message(
     pay for them again on every one.
     """
     message = _new(Message)
-    _set(message, "body", body)
-    _set(message, "routing_key", routing_key)
-    _set(message, "headers", headers)
-    _set(message, "priority", priority)
-    _set(message, "ttl", ttl)
-    _set(message, "id", id)
-    _set(message, "timestamp", timestamp)
-    _set(message, "content_type", content_type)
+    message.body = body
+    message.routing_key = routing_key
+    message.headers = headers
+    message.priority = priority
+    message.ttl = ttl
+    message.id = id
+    message.timestamp = timestamp
+    message.content_type = content_type
     return message
 
 
 _new = object.__new__
-_set = object.__setattr__
 
 
 def encode_headers(headers: Mapping[str, Any]) -> str | None:
