@@ -32,6 +32,8 @@ from conveyor.tasks.schedules import run_schedules
 from conveyor.tasks.task import IDEMPOTENCY_HEADER, TASK_HEADER, Executor, Task
 from conveyor.worker.executors import ProcessRunner, ThreadRunner, describe
 
+_FAILED = frozenset({JobStatus.DEAD, JobStatus.FAILED, JobStatus.RETRYING})
+
 
 @dataclass(slots=True)
 class _Job:
@@ -228,12 +230,14 @@ class Worker:
                 await self._run_chunk(chunk)
             finally:
                 now = time.time()
+                settled: list[Settlement] = []
                 for job in chunk:
                     self._running.pop(job.delivery.tag, None)
                     if job.settlement is not None:
-                        self._finish(job.settlement)
+                        settled.append(job.settlement)
                     elif not job.started_monotonic and job.delivery.lease_deadline > now:
                         self._unstarted.append(job.delivery)
+                self._finish(settled)
                 self._space.set()
 
     async def _run_chunk(self, chunk: list[_Job]) -> None:
@@ -389,11 +393,10 @@ class Worker:
         started = job.started_at or time.time()
         return Settlement(job.delivery, status, started, self.id, result, error, retry_delay)
 
-    def _finish(self, settlement: Settlement) -> None:
-        self.counts.processed += 1
-        if settlement.status in (JobStatus.DEAD, JobStatus.FAILED, JobStatus.RETRYING):
-            self.counts.failed += 1
-        self._finished.append(settlement)
+    def _finish(self, settled: list[Settlement]) -> None:
+        self.counts.processed += len(settled)
+        self.counts.failed += sum(settlement.status in _FAILED for settlement in settled)
+        self._finished.extend(settled)
         self._finished_event.set()
 
     async def _settle_finished(self, broker: Broker) -> None:

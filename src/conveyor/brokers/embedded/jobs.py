@@ -32,6 +32,7 @@ _JOB_COLUMNS = (
     " message_rowid"
 )
 _PENDING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING)
+_ACKED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 def submit(
@@ -146,10 +147,13 @@ def settle(
     """Ack, requeue or dead-letter each delivery and update its job; returns the lapsed."""
     lost: list[Settlement] = []
     done: list[Settlement] = []
-    finishing = [s for s in settlements if s.status.finished and s.status is not JobStatus.DEAD]
+    acking = [s for s in settlements if s.status in _ACKED]
     lapsed_tags = set(
-        queues.ack(connection, topology, [s.delivery for s in finishing], now_ms, changes)
+        queues.ack(connection, topology, [s.delivery for s in acking], now_ms, changes)
     )
+    if not lapsed_tags and len(acking) == len(settlements):
+        _record_outcomes(connection, settlements, now_ms)
+        return lost
     for settlement in settlements:
         delivery = settlement.delivery
         if settlement.status is JobStatus.RETRYING:
@@ -188,16 +192,17 @@ def _record_outcomes(
     """
     outcomes: dict[tuple[Any, ...], list[str]] = defaultdict(list)
     for settlement in settled:
+        status, result, error = settlement.status, settlement.result, settlement.error
         started_ms = int(settlement.started_at * 1000)
         outcome = (
-            settlement.status.value,
+            status.value,
             settlement.delivery.delivery_count,
-            _dumps(settlement.result),
-            _dumps(settlement.error),
+            None if result is None else _dumps(result),
+            None if error is None else _dumps(error),
             started_ms,
             started_ms,
             now_ms,
-            settlement.status.finished,
+            status.finished,
             now_ms,
         )
         outcomes[outcome].append(settlement.delivery.message.id)
