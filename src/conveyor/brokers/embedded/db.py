@@ -113,6 +113,9 @@ class Database:
         if self.path is not None:
             connection.execute("PRAGMA journal_mode = WAL")
         connection.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
+        # The lists a lease, an ack or a settlement works through (id IN (...)) become
+        # temporary tables; kept in memory, they cost no temporary file per statement.
+        connection.execute("PRAGMA temp_store = MEMORY")
         if application_id == APPLICATION_ID and version == SCHEMA_VERSION:
             return
         connection.execute("BEGIN IMMEDIATE")
