@@ -63,6 +63,9 @@ class Message:
             raise MessageError(f"ttl must be a number of seconds >= 0, not {self.ttl!r}")
 
 
+_new = object.__new__
+
+
 def stored_message(
     body: bytes,
     routing_key: str,
@@ -88,9 +91,6 @@ def stored_message(
     message.timestamp = timestamp
     message.content_type = content_type
     return message
-
-
-_new = object.__new__
 
 
 def encode_headers(headers: Mapping[str, Any]) -> str | None:

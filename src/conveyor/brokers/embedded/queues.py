@@ -168,21 +168,30 @@ def ack(
     lapsed: list[int] = []
     for token, held in by_token.items():
         stored = [topology.queues.get(delivery.queue) for delivery in held]
-        if all(queue is not None and not _counts_held(queue) for queue in stored):
-            connection.execute("SAVEPOINT ack")
-            deleted = connection.execute(
-                "DELETE FROM messages WHERE lease_token = ? AND available_at_ms > ?"
-                " AND id IN (SELECT value FROM json_each(?))",
-                (token, now_ms, json.dumps([delivery.tag for delivery in held])),
-            ).rowcount
-            connection.execute("RELEASE ack" if deleted == len(held) else "ROLLBACK TO ack")
-            if deleted == len(held):
-                for queue_id, count in Counter(q.id for q in stored if q is not None).items():
-                    changes.count(queue_id, acked=count)
-                continue
-            connection.execute("RELEASE ack")
-        lapsed.extend(_ack_row_by_row(connection, topology, token, held, now_ms, changes))
+        if all(queue is not None and not _counts_held(queue) for queue in stored) and (
+            _delete_all_or_none(connection, token, held, now_ms)
+        ):
+            for queue_id, count in Counter(q.id for q in stored if q is not None).items():
+                changes.count(queue_id, acked=count)
+        else:
+            lapsed.extend(_ack_row_by_row(connection, topology, token, held, now_ms, changes))
     return lapsed
+
+
+def _delete_all_or_none(
+    connection: sqlite3.Connection, token: str, held: Sequence[Delivery], now_ms: int
+) -> bool:
+    """Delete every held message in one statement, or none of them if any lease lapsed."""
+    connection.execute("SAVEPOINT ack")
+    deleted = connection.execute(
+        "DELETE FROM messages WHERE lease_token = ? AND available_at_ms > ?"
+        " AND id IN (SELECT value FROM json_each(?))",
+        (token, now_ms, json.dumps([delivery.tag for delivery in held])),
+    ).rowcount
+    if deleted != len(held):
+        connection.execute("ROLLBACK TO ack")
+    connection.execute("RELEASE ack")
+    return deleted == len(held)
 
 
 def _counts_held(queue: StoredQueue) -> bool:
