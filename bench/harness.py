@@ -29,6 +29,9 @@ from typing import Any, Literal
 Figures = dict[str, float]
 
 ROOT = Path(__file__).resolve().parent.parent
+DRAIN_POLL_S = 0.01
+"""How often a drain's parent looks for its end (Conveyor's and every peer's alike): the
+end is seen up to this late, under 1 % of a full-size drain."""
 """The repository root: child processes run here so ``python -m bench.…`` imports."""
 
 _STARTED = time.monotonic()

@@ -4,7 +4,7 @@
    tasks one call each (timed: ``enqueue_per_s``), then the end marker.
 2. Start the peer's worker processes (their own CLI, a new process group each, logs in
    WORKDIR) on the full queue.
-3. Every 50 ms: done once the end marker has run and the library reports nothing left
+3. Every 10 ms: done once the end marker has run and the library reports nothing left
    (where it can tell). ``e2e_per_s`` = COUNT / (done - the begin marker's run time), so
    interpreter and library start-up are left out for every library alike; ``startup_s``
    is the time from starting the workers to the begin marker.
@@ -29,10 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
-from bench.harness import ROOT
+from bench.harness import DRAIN_POLL_S, ROOT
 from bench.peers import BACKEND_ENV, TOKEN_ENV, Client, peer_named
 
-POLL_S = 0.05
 STOP_GRACE_S = 15.0
 
 
@@ -120,7 +119,7 @@ def wait_done(
             return time.time()
         if time.monotonic() > deadline:
             raise RuntimeError(f"not drained within {timeout:.0f} s (depth {client.depth()})")
-        time.sleep(POLL_S)
+        time.sleep(DRAIN_POLL_S)
 
 
 def stop_workers(workers: list[subprocess.Popen[bytes]], signum: int = signal.SIGTERM) -> None:
