@@ -60,6 +60,9 @@ async def run_worker(app: App, options: WorkerOptions) -> WorkerCounts:
         await app.aclose()
 
 
+YOUNG_GENERATION_THRESHOLD = 10_000
+
+
 def tune_garbage_collector() -> None:
     """Collect a worker process's young objects less often, and never the app's own.
 
@@ -70,9 +73,6 @@ def tune_garbage_collector() -> None:
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, middle, oldest)
-
-
-YOUNG_GENERATION_THRESHOLD = 10_000
 
 
 class Supervisor:
