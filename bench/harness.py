@@ -158,6 +158,11 @@ class Suite:
     units: Mapping[str, str] = field(default_factory=dict)
 
 
+def units_of(*tables: Mapping[str, tuple[str, str]]) -> dict[str, str]:
+    """Each figure's unit, from a suite's ``name -> (unit, what it measures)`` tables."""
+    return {name: unit for table in tables for name, (unit, _) in table.items()}
+
+
 # the report
 
 

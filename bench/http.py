@@ -53,6 +53,7 @@ from bench.harness import (
     percentile,
     progress,
     terminating,
+    units_of,
 )
 from bench.tasks import peak_rss_mb
 
@@ -569,5 +570,5 @@ SUITE = Suite(
     run=run,
     ratios=ratios,
     targets=TARGETS,
-    units={name: unit for name, (unit, _) in {**FIGURES, **RATIOS}.items()},
+    units=units_of(FIGURES, RATIOS),
 )

@@ -36,6 +36,7 @@ from bench.harness import (
     progress,
     run_child,
     terminating,
+    units_of,
     wait_for_waiter,
 )
 from conveyor import Broker, Message, QueueSpec, open_broker
@@ -461,7 +462,7 @@ SUITE = Suite(
     run=run,
     ratios=ratios,
     targets=TARGETS,
-    units={name: unit for name, (unit, _) in {**FIGURES, **RATIOS}.items()},
+    units=units_of(FIGURES, RATIOS),
 )
 
 

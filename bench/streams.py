@@ -38,6 +38,7 @@ from bench.harness import (
     percentile,
     progress,
     terminating,
+    units_of,
     wait_for_waiter,
 )
 from bench.peers import server_listening
@@ -620,7 +621,7 @@ SUITE = Suite(
     run=run,
     ratios=ratios,
     targets=TARGETS,
-    units={name: unit for name, (unit, _) in {**FIGURES, **RATIOS}.items()},
+    units=units_of(FIGURES, RATIOS),
 )
 
 

@@ -44,6 +44,7 @@ from bench.harness import (
     progress,
     run_child,
     terminating,
+    units_of,
 )
 from bench.peers import PEERS, Peer, server_listening
 from conveyor.app import App
@@ -472,7 +473,7 @@ SUITE = Suite(
     run=run,
     ratios=ratios,
     targets=TARGETS,
-    units={name: unit for name, (unit, _) in {**FIGURES, **RATIOS}.items()},
+    units=units_of(FIGURES, RATIOS),
 )
 
 
