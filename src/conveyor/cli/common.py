@@ -18,6 +18,7 @@ from typing import Any
 
 from conveyor.app import App
 from conveyor.brokers.base import Broker
+from conveyor.cli.output import print_json
 from conveyor.errors import ConfigError
 from conveyor.settings import BrokerURL
 
@@ -41,6 +42,14 @@ class Context:
     @property
     def json(self) -> bool:
         return bool(self.arguments.json)
+
+    def done(self, data: Any, line: str) -> int:
+        """Report a finished change: ``data`` under --json, else ``line``; exit status 0."""
+        if self.json:
+            print_json(data)
+        else:
+            print(line)
+        return 0
 
 
 Command = Callable[[Context], Awaitable[int]]

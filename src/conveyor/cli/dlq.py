@@ -203,19 +203,17 @@ async def replay_dead(ctx: Context) -> int:
             await ctx.app.areplay_dead_letters(queue, job_ids=chunk, to_queue=arguments.to)
         )
     progress.done()
-    if ctx.json:
-        print_json({"queue": queue, "to": target, "replayed": progress.count})
-    else:
-        replayed = plural(progress.count, "dead job")
-        print(f"replayed {replayed} from {dead_letter_queue(queue)!r} to {target!r}")
-    return 0
+    replayed = plural(progress.count, "dead job")
+    return ctx.done(
+        {"queue": queue, "to": target, "replayed": progress.count},
+        f"replayed {replayed} from {dead_letter_queue(queue)!r} to {target!r}",
+    )
 
 
 async def purge_dead(ctx: Context) -> int:
     queue = await _task_queue(ctx, ctx.arguments.queue)
     purged = await ctx.app.apurge_dead_letters(queue)
-    if ctx.json:
-        print_json({"queue": queue, "purged": purged})
-    else:
-        print(f"purged {plural(purged, 'dead job')} from {dead_letter_queue(queue)!r}")
-    return 0
+    return ctx.done(
+        {"queue": queue, "purged": purged},
+        f"purged {plural(purged, 'dead job')} from {dead_letter_queue(queue)!r}",
+    )

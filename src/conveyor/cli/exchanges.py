@@ -125,21 +125,15 @@ async def declare_exchange(ctx: Context) -> int:
     arguments = ctx.arguments
     spec = ExchangeSpec(arguments.name, arguments.type, arguments.alternate_exchange)
     await ctx.broker.declare_exchange(spec)
-    if ctx.json:
-        print_json({"name": spec.name, "type": spec.type})
-    else:
-        print(f"declared {spec.type.value} exchange {spec.name!r}")
-    return 0
+    return ctx.done(
+        {"name": spec.name, "type": spec.type}, f"declared {spec.type.value} exchange {spec.name!r}"
+    )
 
 
 async def delete_exchange(ctx: Context) -> int:
     name = ctx.arguments.name
     await ctx.broker.delete_exchange(name)
-    if ctx.json:
-        print_json({"name": name, "deleted": True})
-    else:
-        print(f"deleted exchange {name!r} and its bindings")
-    return 0
+    return ctx.done({"name": name, "deleted": True}, f"deleted exchange {name!r} and its bindings")
 
 
 def _binding_from(ctx: Context) -> Binding:
@@ -170,11 +164,10 @@ def _describe(binding: Binding) -> str:
 async def bind(ctx: Context) -> int:
     binding = _binding_from(ctx)
     await ctx.broker.bind(binding)
-    if ctx.json:
-        print_json({"exchange": binding.exchange, **_binding(binding), "bound": True})
-    else:
-        print(f"bound {_describe(binding)}")
-    return 0
+    return ctx.done(
+        {"exchange": binding.exchange, **_binding(binding), "bound": True},
+        f"bound {_describe(binding)}",
+    )
 
 
 async def unbind(ctx: Context) -> int:
@@ -182,8 +175,7 @@ async def unbind(ctx: Context) -> int:
     if not await _bound(ctx, binding):
         raise ConfigError(f"there is no binding {_describe(binding)}; nothing was changed")
     await ctx.broker.unbind(binding)
-    if ctx.json:
-        print_json({"exchange": binding.exchange, **_binding(binding), "bound": False})
-    else:
-        print(f"unbound {_describe(binding)}")
-    return 0
+    return ctx.done(
+        {"exchange": binding.exchange, **_binding(binding), "bound": False},
+        f"unbound {_describe(binding)}",
+    )

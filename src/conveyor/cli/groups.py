@@ -272,8 +272,6 @@ async def delete_group(ctx: Context) -> int:
     group = ctx.arguments.group
     await _group(ctx, group)
     await ctx.broker.delete_group(group)
-    if ctx.json:
-        print_json({"name": group, "deleted": True})
-    else:
-        print(f"deleted consumer group {group!r} and its offsets")
-    return 0
+    return ctx.done(
+        {"name": group, "deleted": True}, f"deleted consumer group {group!r} and its offsets"
+    )

@@ -170,23 +170,21 @@ async def declare_queue(ctx: Context) -> int:
     spec = QueueSpec.from_options(arguments.name, options)
     existed = any(s.name == spec.name for s in await ctx.broker.list_queues())
     await ctx.broker.declare_queue(spec)
-    if ctx.json:
-        print_json({"name": spec.name, "created": not existed, "options": spec.options()})
-    else:
-        print(f"{'queue exists' if existed else 'declared queue'} {spec.name!r}")
-    return 0
+    return ctx.done(
+        {"name": spec.name, "created": not existed, "options": spec.options()},
+        f"{'queue exists' if existed else 'declared queue'} {spec.name!r}",
+    )
 
 
 async def purge_queue(ctx: Context) -> int:
     name = ctx.arguments.name
     purged = await ctx.broker.purge_queue(name)
     leased = (await ctx.broker.queue_stats(name)).unacked
-    if ctx.json:
-        print_json({"name": name, "purged": purged, "unacked": leased})
-    else:
-        kept = f"; {plural(leased, 'leased message')} stay until settled" if leased else ""
-        print(f"purged {plural(purged, 'message')} from {name!r}{kept}")
-    return 0
+    kept = f"; {plural(leased, 'leased message')} stay until settled" if leased else ""
+    return ctx.done(
+        {"name": name, "purged": purged, "unacked": leased},
+        f"purged {plural(purged, 'message')} from {name!r}{kept}",
+    )
 
 
 async def delete_queue(ctx: Context) -> int:
@@ -199,8 +197,7 @@ async def delete_queue(ctx: Context) -> int:
                 "nothing was deleted"
             )
     deleted = await ctx.broker.delete_queue(name)
-    if ctx.json:
-        print_json({"name": name, "deleted": deleted})
-    else:
-        print(f"deleted queue {name!r} and its {plural(deleted, 'message')}")
-    return 0
+    return ctx.done(
+        {"name": name, "deleted": deleted},
+        f"deleted queue {name!r} and its {plural(deleted, 'message')}",
+    )

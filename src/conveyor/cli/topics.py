@@ -121,19 +121,16 @@ async def create_topic(ctx: Context) -> int:
     spec = TopicSpec(arguments.name, arguments.partitions, config)
     existed = spec.name in {s.name for s in await ctx.broker.list_topics()}
     await ctx.broker.create_topic(spec)
-    if ctx.json:
-        print_json(
-            {
-                "name": spec.name,
-                "created": not existed,
-                "partitions": spec.partitions,
-                "config": config.to_json(),
-            }
-        )
-    else:
-        verb = "topic exists" if existed else "created topic"
-        print(f"{verb} {spec.name!r} with {spec.partitions} partitions")
-    return 0
+    verb = "topic exists" if existed else "created topic"
+    return ctx.done(
+        {
+            "name": spec.name,
+            "created": not existed,
+            "partitions": spec.partitions,
+            "config": config.to_json(),
+        },
+        f"{verb} {spec.name!r} with {spec.partitions} partitions",
+    )
 
 
 async def list_topics(ctx: Context) -> int:
@@ -199,24 +196,17 @@ async def alter_topic(ctx: Context) -> int:
     spec = await ctx.broker.alter_topic(
         arguments.name, partitions=arguments.partitions, config=config
     )
-    if ctx.json:
-        print_json(
-            {"name": spec.name, "partitions": spec.partitions, "config": spec.config.to_json()}
-        )
-    else:
-        print(
-            f"altered topic {spec.name!r}: {spec.partitions} partitions, "
-            f"{_config_text(spec.config)}"
-        )
-    return 0
+    return ctx.done(
+        {"name": spec.name, "partitions": spec.partitions, "config": spec.config.to_json()},
+        f"altered topic {spec.name!r}: {spec.partitions} partitions, {_config_text(spec.config)}",
+    )
 
 
 async def delete_topic(ctx: Context) -> int:
     name = ctx.arguments.name
     info = await ctx.broker.describe_topic(name)
     await ctx.broker.delete_topic(name)
-    if ctx.json:
-        print_json({"name": name, "deleted": True, "records": info.records})
-    else:
-        print(f"deleted topic {name!r} and its {plural(info.records, 'record')}")
-    return 0
+    return ctx.done(
+        {"name": name, "deleted": True, "records": info.records},
+        f"deleted topic {name!r} and its {plural(info.records, 'record')}",
+    )
