@@ -13,19 +13,21 @@ from datetime import timedelta
 from typing import Any, TypeVar, overload
 
 from conveyor._portal import Portal
-from conveyor.brokers import open_broker
+from conveyor.brokers import open_broker, open_results
 from conveyor.brokers.base import Broker
+from conveyor.brokers.results import ResultStore
 from conveyor.brokers.stream_types import RecordMetadata, TopicConfig, TopicSpec
 from conveyor.brokers.types import JobSubmission, QueueSpec, WorkerInfo, seconds
 from conveyor.cron import Schedule, parse_schedule
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, NotSupported
 from conveyor.events.consumer import OffsetReset, StreamConsumer
 from conveyor.events.producer import Producer, Value, record
 from conveyor.events.subscriber import Handler, Subscriber, SubscriberOptions
-from conveyor.names import DEAD_LETTER_SUFFIX, check_name
+from conveyor.names import check_name
 from conveyor.retry import Exponential, RetryPolicy, backoff_from
 from conveyor.tasks.dead_letters import DeadLetter, list_dead_letters
 from conveyor.tasks.job import Job
+from conveyor.tasks.states import JobStates, dead_letter_queue
 from conveyor.tasks.task import TASK_OPTIONS, Task, task_options
 
 T = TypeVar("T")
@@ -36,16 +38,14 @@ TASK_PRIORITIES = 9
 """Task queues take priorities 0-9 (higher first); higher values count as 9."""
 
 
-def dead_letter_queue(queue: str) -> str:
-    """The queue where ``queue``'s jobs go after their last attempt."""
-    return f"{queue}{DEAD_LETTER_SUFFIX}"
-
-
 class App:
     """One application's tasks on one broker.
 
     Args:
-        broker_url: ``sqlite:///path.db`` (default ``sqlite:///conveyor.db``), ``memory://``...
+        broker_url: ``sqlite:///path.db`` (default ``sqlite:///conveyor.db``), ``memory://``,
+            ``amqp://user:password@host/vhost``...
+        results_url: where job records and results live (``redis://host:6379/0``); by
+            default the broker's own store, on backends that keep one.
         default_queue: queue for tasks that name none.
         lease_timeout: seconds a worker holds a job before it is redelivered; workers
             extend it while a job runs, so it bounds how long a crashed worker's jobs wait.
@@ -55,10 +55,12 @@ class App:
         self,
         broker_url: str = "sqlite:///conveyor.db",
         *,
+        results_url: str | None = None,
         default_queue: str = "default",
         lease_timeout: float | timedelta = 30.0,
     ) -> None:
         self.broker_url = broker_url
+        self.results_url = results_url
         self.default_queue = check_name("queue", default_queue)
         self.lease_timeout = seconds(lease_timeout, "lease_timeout", positive=True) or 30.0
         self.tasks: dict[str, Task[Any, Any]] = {}
@@ -67,6 +69,8 @@ class App:
         self._broker: Broker | None = None
         self._portal: Portal | None = None
         self._portal_broker: Broker | None = None
+        self._states: JobStates | None = None
+        self._portal_states: JobStates | None = None
         self._declared: dict[int, set[str]] = {}
         self._producer: Producer | None = None
 
@@ -177,8 +181,37 @@ class App:
         await self._broker.connect()
         return self._broker
 
+    async def astates(self) -> JobStates:
+        """The job state machine on this loop's broker and result store."""
+        broker = await self.abroker()
+        if self._states is None or self._states.broker is not broker:
+            self._states = JobStates(broker, await self._open_results(broker))
+        return self._states
+
+    async def aresults(self) -> ResultStore:
+        """Where this app's job records live, connected on first use."""
+        return (await self.astates()).results
+
+    async def _open_results(self, broker: Broker) -> ResultStore:
+        if self.results_url is not None:
+            results = open_results(self.results_url)
+        else:
+            try:
+                results = broker.results()
+            except NotSupported:
+                raise ConfigError(
+                    f"the {broker.scheme}:// broker keeps no job results: pass "
+                    "App(..., results_url='redis://localhost:6379/0') or a sqlite:/// file"
+                ) from None
+        await results.connect()
+        return results
+
     def call_sync(self, call: Callable[[Broker], Awaitable[T]]) -> T:
         """Run ``call(broker)`` on the private loop, for code without an event loop."""
+        return self.call_states(lambda states: call(states.broker))
+
+    def call_states(self, call: Callable[[JobStates], Awaitable[T]]) -> T:
+        """Run ``call(states)`` on the private loop, with its own broker and result store."""
         if self._portal is None:
             self._portal = Portal("conveyor-app")
             self._portal_broker = open_broker(self.broker_url)
@@ -186,21 +219,30 @@ class App:
         async def run() -> T:
             assert self._portal_broker is not None
             await self._portal_broker.connect()
-            return await call(self._portal_broker)
+            if self._portal_states is None:
+                broker = self._portal_broker
+                self._portal_states = JobStates(broker, await self._open_results(broker))
+            return await call(self._portal_states)
 
         return self._portal.call(run())
 
     async def aclose(self) -> None:
+        if self._states is not None:
+            await self._states.results.close()
+            self._states = None
         if self._broker is not None:
             await self._broker.close()
             self._broker = None
 
     def close(self) -> None:
         if self._portal is not None:
-            if self._portal_broker is not None:
-                self._portal.call(self._portal_broker.close())
+            states, broker = self._portal_states, self._portal_broker
+            if states is not None:
+                self._portal.call(states.results.close())
+            if broker is not None:
+                self._portal.call(broker.close())
             self._portal.close()
-            self._portal = self._portal_broker = None
+            self._portal = self._portal_broker = self._portal_states = None
 
     async def ensure_queue(self, broker: Broker, queue: str) -> None:
         """Declare a task queue and its dead-letter queue once per broker connection."""
@@ -223,16 +265,15 @@ class App:
     # enqueueing
 
     async def asubmit(self, submissions: Sequence[JobSubmission]) -> list[Job]:
-        broker = await self.abroker()
-        return await self._submit(broker, submissions)
+        return await self._submit(await self.astates(), submissions)
 
     def submit(self, submissions: Sequence[JobSubmission]) -> list[Job]:
-        return self.call_sync(lambda broker: self._submit(broker, submissions))
+        return self.call_states(lambda states: self._submit(states, submissions))
 
-    async def _submit(self, broker: Broker, submissions: Sequence[JobSubmission]) -> list[Job]:
+    async def _submit(self, states: JobStates, submissions: Sequence[JobSubmission]) -> list[Job]:
         for queue in {submission.queue for submission in submissions}:
-            await self.ensure_queue(broker, queue)
-        return [Job(self, record) for record in await broker.submit_jobs(submissions)]
+            await self.ensure_queue(states.broker, queue)
+        return [Job(self, record) for record in await states.submit(submissions)]
 
     async def asend_task(
         self,
@@ -255,17 +296,17 @@ class App:
 
     async def aworkers(self) -> list[WorkerInfo]:
         """Workers that have reported in; ``lost`` ones stopped heartbeating."""
-        return await (await self.abroker()).list_workers()
+        return await (await self.aresults()).list_workers()
 
     def workers(self) -> list[WorkerInfo]:
-        return self.call_sync(lambda broker: broker.list_workers())
+        return self.call_states(lambda states: states.results.list_workers())
 
     async def ajob(self, job_id: str) -> Job:
         """The job with this id; raises JobNotFound if it never existed or has expired."""
-        return Job(self, await (await self.abroker()).get_job(job_id))
+        return Job(self, await (await self.aresults()).get_job(job_id))
 
     def job(self, job_id: str) -> Job:
-        return Job(self, self.call_sync(lambda broker: broker.get_job(job_id)))
+        return Job(self, self.call_states(lambda states: states.results.get_job(job_id)))
 
     # dead letters
 

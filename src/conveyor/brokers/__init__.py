@@ -1,53 +1,73 @@
-"""Backends, chosen by the scheme of the broker URL and imported only when used."""
+"""Backends, chosen by the scheme of a URL and imported only when used."""
 
 from __future__ import annotations
 
 from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from conveyor.brokers.base import Broker, Capability
+from conveyor.brokers.base import Broker
+from conveyor.brokers.capabilities import DECLARED, Capability
 from conveyor.errors import ConfigError
 from conveyor.settings import BrokerURL
+
+if TYPE_CHECKING:
+    from conveyor.brokers.results import ResultStore
 
 # scheme -> (module, class, extra to install)
 _BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "sqlite": ("conveyor.brokers.embedded", "EmbeddedBroker", None),
     "memory": ("conveyor.brokers.embedded", "MemoryBroker", None),
+    "amqp": ("conveyor.brokers.rabbitmq", "RabbitMQBroker", "rabbitmq"),
+    "amqps": ("conveyor.brokers.rabbitmq", "RabbitMQBroker", "rabbitmq"),
+}
+
+# Result stores that are not a broker's own: scheme -> (module, class, extra to install).
+_RESULT_STORES: dict[str, tuple[str, str, str | None]] = {
+    "redis": ("conveyor.brokers.redis.results", "RedisResultStore", "redis"),
+    "rediss": ("conveyor.brokers.redis.results", "RedisResultStore", "redis"),
+    "unix": ("conveyor.brokers.redis.results", "RedisResultStore", "redis"),
 }
 
 
-def _backend_class(scheme: str) -> type[Broker]:
-    module_name, class_name, extra = _BACKENDS[scheme]
+def _load(scheme: str, entry: tuple[str, str, str | None]) -> Any:
+    module_name, class_name, extra = entry
     try:
         module = import_module(module_name)
     except ImportError as exc:
         raise ConfigError(
             f"the {scheme}:// backend needs extra packages: pip install 'conveyor[{extra}]'"
         ) from exc
-    backend: type[Broker] = getattr(module, class_name)
-    return backend
+    return getattr(module, class_name)
+
+
+def _scheme(url: str, known: dict[str, Any], what: str) -> str:
+    scheme = BrokerURL.parse(url).scheme
+    if scheme not in known:
+        raise ConfigError(f"unknown {what} URL scheme {scheme!r}; known: {', '.join(sorted(known))}")
+    return scheme
 
 
 def open_broker(url: str) -> Broker:
     """The broker for ``url``, not yet connected (call ``connect()`` or use ``async with``)."""
+    scheme = _scheme(url, _BACKENDS, "broker")
+    backend: type[Broker] = _load(scheme, _BACKENDS[scheme])
+    return backend(url)
+
+
+def open_results(url: str) -> ResultStore:
+    """A result store of its own at ``url`` (``redis://``, or a broker URL whose backend
+    keeps one, such as ``sqlite:///results.db``), not yet connected."""
     scheme = BrokerURL.parse(url).scheme
-    if scheme not in _BACKENDS:
-        raise ConfigError(
-            f"unknown broker URL scheme {scheme!r}; known: {', '.join(sorted(_BACKENDS))}"
-        )
-    return _backend_class(scheme)(url)
+    if scheme in _BACKENDS and Capability.RESULTS in DECLARED.get(scheme, frozenset()):
+        return open_broker(url).results()
+    scheme = _scheme(url, _RESULT_STORES, "results")
+    store: type[ResultStore] = _load(scheme, _RESULT_STORES[scheme])
+    return store(url)
 
 
 def backends_with(capability: Capability) -> list[str]:
-    """URL schemes of the installed backends that declare ``capability``."""
-    found = []
-    for scheme in sorted(_BACKENDS):
-        try:
-            backend = _backend_class(scheme)
-        except ConfigError:
-            continue
-        if capability in backend.capabilities:
-            found.append(f"{scheme}://")
-    return found
+    """URL schemes of the backends that declare ``capability`` (nothing is imported)."""
+    return [f"{scheme}://" for scheme in sorted(DECLARED) if capability in DECLARED[scheme]]
 
 
-__all__ = ["Broker", "Capability", "backends_with", "open_broker"]
+__all__ = ["Broker", "Capability", "backends_with", "open_broker", "open_results"]

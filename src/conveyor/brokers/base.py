@@ -4,22 +4,24 @@ A backend declares its ``capabilities``; the conformance suite (tests/conformanc
 unchanged against every backend for what it declares. Methods of a capability a backend
 lacks raise ``NotSupported`` naming the backends that have it: nothing is emulated silently.
 
-Queues give at-least-once delivery: a received message is leased, not removed, and comes
-back to the queue (``redelivered``) if its lease lapses before an ack.
+Queues give at-least-once delivery: a received message is held, not removed, and comes
+back to the queue (``redelivered``) if it is not acknowledged: when its lease lapses
+(LEASES), or when the consumer's connection drops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
-from enum import StrEnum
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, NoReturn, Self
 
+from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.stream_types import (
     GroupInfo,
     Membership,
@@ -47,33 +49,24 @@ from conveyor.brokers.types import (
     QueueStats,
     Settlement,
     TaskStats,
-    WorkerInfo,
+    seconds,
 )
 from conveyor.errors import ConfigError, LeaseLost, NotSupported
 from conveyor.message import Message
 
 if TYPE_CHECKING:
+    from conveyor.brokers.results import ResultStore
     from conveyor.sync import SyncBroker
-
-
-class Capability(StrEnum):
-    QUEUES = "queues"
-    EXCHANGES = "exchanges"
-    PRIORITIES = "priorities"
-    DELAYS = "delays"
-    TTL = "ttl"
-    MAX_LENGTH = "max-length"
-    DEAD_LETTER = "dead-letter"
-    LEASES = "leases"
-    STREAMS = "streams"
-    CONSUMER_GROUPS = "consumer-groups"
-    RESULTS = "results"
 
 
 class Broker(ABC):
     """A connection to one messaging backend, opened by ``open_broker(url)``.
 
-    Use it as an async context manager, or call ``connect()`` and ``close()``.
+    Use it as an async context manager, or call ``connect()`` and ``close()``. Only the
+    lifecycle is abstract: every other method belongs to a capability, and on a backend
+    that does not declare it raises ``NotSupported`` naming the backends that do. Options
+    that need a capability (a priority, a delay, a TTL...) are checked here, before the
+    backend sees them, so no backend quietly ignores one.
     """
 
     scheme: ClassVar[str]
@@ -89,6 +82,13 @@ class Broker(ABC):
                 from conveyor.brokers import backends_with
 
                 raise NotSupported(capability.value, self.scheme, backends_with(capability))
+
+    def _unimplemented(self, capability: Capability, method: str) -> NoReturn:
+        """The default body of a capability's method: refused, or a backend's own bug."""
+        self.require(capability)
+        raise NotImplementedError(
+            f"the {self.scheme} backend declares {capability.value} but lacks {method}"
+        )
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -119,59 +119,61 @@ class Broker(ABC):
     async def ping(self) -> None:
         """Raise BrokerUnavailable unless the backend answers."""
 
-    # topology: declares are idempotent; redeclaring with other settings raises ConfigError
+    # topology (QUEUES, EXCHANGES): declares are idempotent; other settings raise ConfigError
 
-    @abstractmethod
     async def declare_queue(self, spec: QueueSpec) -> None:
         """Create the queue, or do nothing if it exists with the same options."""
+        self.require(Capability.QUEUES, *_needed_by(spec))
+        await self._declare_queue(spec)
 
-    @abstractmethod
+    async def _declare_queue(self, spec: QueueSpec) -> None:
+        self._unimplemented(Capability.QUEUES, "declare_queue")
+
     async def delete_queue(self, name: str) -> int:
         """Delete the queue, its bindings and its messages; return how many messages went."""
+        self._unimplemented(Capability.QUEUES, "delete_queue")
 
-    @abstractmethod
     async def purge_queue(self, name: str) -> int:
         """Delete the queue's ready and delayed messages (not leased ones); return the count."""
+        self._unimplemented(Capability.QUEUES, "purge_queue")
 
-    @abstractmethod
     async def list_queues(self) -> list[QueueSpec]:
         """Every queue, sorted by name."""
+        self._unimplemented(Capability.QUEUES, "list_queues")
 
-    @abstractmethod
     async def queue_stats(self, name: str) -> QueueStats:
         """Depth by state, age of the oldest waiting message, and lifetime counters."""
+        self._unimplemented(Capability.QUEUES, "queue_stats")
 
-    @abstractmethod
     async def declare_exchange(self, spec: ExchangeSpec) -> None:
         """Create the exchange, or do nothing if it exists with the same type."""
+        self._unimplemented(Capability.EXCHANGES, "declare_exchange")
 
-    @abstractmethod
     async def delete_exchange(self, name: str) -> None:
         """Delete the exchange and its bindings; queues and messages stay."""
+        self._unimplemented(Capability.EXCHANGES, "delete_exchange")
 
-    @abstractmethod
     async def exchange_stats(self, name: str) -> ExchangeStats:
         """The exchange's type and bindings, and how many unroutable messages it dropped.
 
         ``""`` is the default exchange, which has no bindings.
         """
+        self._unimplemented(Capability.EXCHANGES, "exchange_stats")
 
     async def list_exchanges(self) -> list[ExchangeSpec]:
         """Every declared exchange, sorted by name (the default exchange ``""`` is not one)."""
-        self.require(Capability.EXCHANGES)
-        raise NotImplementedError
+        self._unimplemented(Capability.EXCHANGES, "list_exchanges")
 
-    @abstractmethod
     async def bind(self, binding: Binding) -> None:
         """Route matching messages from the exchange to the queue. Idempotent."""
+        self._unimplemented(Capability.EXCHANGES, "bind")
 
-    @abstractmethod
     async def unbind(self, binding: Binding) -> None:
         """Remove the binding if it exists."""
+        self._unimplemented(Capability.EXCHANGES, "unbind")
 
-    # publishing: returns only once the message is stored (a publisher confirm)
+    # publishing (QUEUES): returns only once the message is stored (a publisher confirm)
 
-    @abstractmethod
     async def publish_batch(
         self,
         messages: Sequence[Message],
@@ -180,15 +182,32 @@ class Broker(ABC):
         mandatory: bool = False,
         delay: float = 0.0,
     ) -> list[int]:
-        """Store messages atomically: all are routed and stored, or none is.
+        """Store messages, all or none where ATOMIC_BATCH_PUBLISH is declared.
 
         Routes each message through ``exchange`` (the default exchange ``""`` routes by
         routing key to the queue of that name) and returns, per message, how many queues it
         reached. A message no queue takes goes to the exchange's alternate exchange if it has
         one; otherwise ``mandatory`` raises Unroutable, else it is dropped and counted.
-        ``delay`` holds the messages back for that many seconds. Raises QueueFull, in which
-        case nothing was stored.
+        ``delay`` holds the messages back for that many seconds. Raises QueueFull; with
+        ATOMIC_BATCH_PUBLISH nothing was then stored.
         """
+        delay = seconds(delay, "delay") or 0.0
+        self.require(Capability.QUEUES)
+        if delay:
+            self.require(Capability.DELAYS)
+        for message in messages:
+            if message.priority:
+                self.require(Capability.PRIORITIES)
+            if message.ttl is not None:
+                self.require(Capability.TTL)
+        return await self._publish_batch(
+            messages, exchange=exchange, mandatory=mandatory, delay=delay
+        )
+
+    async def _publish_batch(
+        self, messages: Sequence[Message], *, exchange: str, mandatory: bool, delay: float
+    ) -> list[int]:
+        self._unimplemented(Capability.QUEUES, "publish_batch")
 
     async def publish(
         self, message: Message, *, exchange: str = "", mandatory: bool = False, delay: float = 0.0
@@ -199,9 +218,8 @@ class Broker(ABC):
         )
         return routed
 
-    # consuming: at-least-once, by lease
+    # consuming (QUEUES): at-least-once
 
-    @abstractmethod
     async def receive(
         self,
         queue: str,
@@ -210,16 +228,18 @@ class Broker(ABC):
         lease_timeout: float | None = None,
         wait: float = 0.0,
     ) -> list[Delivery]:
-        """Lease up to ``max_messages`` ready messages, highest priority first, FIFO within one.
+        """Take up to ``max_messages`` ready messages, highest priority first, FIFO within one.
 
-        Waits up to ``wait`` seconds for the first message. Each lease lasts
-        ``lease_timeout`` seconds (default: the queue's); the delivery count grows when the
-        lease is taken, so a consumer that crashes still uses up an attempt. A message at its
-        queue's delivery limit is dead-lettered instead of delivered.
+        Waits up to ``wait`` seconds for the first message. With LEASES each delivery is
+        leased for ``lease_timeout`` seconds (default: the queue's); without, it is held
+        until settled or until this connection drops. The delivery count grows when a
+        message is delivered, so a consumer that crashes still uses up an attempt; with
+        DELIVERY_LIMIT a message at its queue's limit is dead-lettered instead.
         """
+        self._unimplemented(Capability.QUEUES, "receive")
 
     async def get(self, queue: str, *, lease_timeout: float | None = None) -> Delivery | None:
-        """Lease one message if one is ready now (a pull, like AMQP basic.get)."""
+        """Take one message if one is ready now (a pull, like AMQP basic.get)."""
         deliveries = await self.receive(queue, max_messages=1, lease_timeout=lease_timeout)
         return deliveries[0] if deliveries else None
 
@@ -227,35 +247,44 @@ class Broker(ABC):
         self, queue: str, *, prefetch: int = 100, lease_timeout: float | None = None
     ) -> Consumer:
         """Push-style consumption: an async iterator of deliveries (see Consumer)."""
+        self.require(Capability.QUEUES)
         return Consumer(self, queue, prefetch=prefetch, lease_timeout=lease_timeout)
 
-    @abstractmethod
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        """Remove the messages for good, in one step.
+        """Remove the messages for good.
 
-        Acks every delivery whose lease still holds, then raises LeaseLost if any lease had
-        lapsed (those messages are, or will be, redelivered).
+        With FENCED_ACKS, acks every delivery whose lease still holds, then raises
+        LeaseLost if any had lapsed (those messages are, or will be, redelivered).
         """
+        self._unimplemented(Capability.QUEUES, "ack_many")
 
     async def ack(self, delivery: Delivery) -> None:
         await self.ack_many([delivery])
 
-    @abstractmethod
     async def nack(self, delivery: Delivery, *, requeue: bool = True, delay: float = 0.0) -> None:
         """Give the message back.
 
-        With ``requeue`` it becomes ready again (after ``delay`` seconds), keeping its
-        delivery count; without, it is dead-lettered with reason "rejected", or dropped if the
-        queue has no dead-letter exchange. Raises LeaseLost if the lease lapsed.
+        With ``requeue`` it becomes ready again (after ``delay`` seconds, which needs
+        DELAYS), keeping its delivery count; without, it is dead-lettered with reason
+        "rejected", or dropped if the queue has no dead-letter exchange. With FENCED_ACKS,
+        raises LeaseLost if the lease lapsed.
         """
+        delay = seconds(delay, "delay") or 0.0
+        if delay and requeue:
+            self.require(Capability.DELAYS)
+        await self._nack(delivery, requeue=requeue, delay=delay)
+
+    async def _nack(self, delivery: Delivery, *, requeue: bool, delay: float) -> None:
+        self._unimplemented(Capability.QUEUES, "nack")
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
-        """Give back leased messages that were never worked on, as if never delivered.
+        """Give back deliveries that were never worked on.
 
-        Unlike ``nack``, the delivery does not count as an attempt (a worker stopping
-        with prefetched work must not use up its jobs' retries). Lapsed leases are skipped.
-        Backends that cannot take a delivery back uncounted requeue it counted.
+        With UNCOUNTED_RELEASE they come back as if never delivered (a worker stopping with
+        prefetched work must not use up its jobs' retries); otherwise they are requeued
+        and the delivery counts. Lapsed leases are skipped.
         """
+        self.require(Capability.QUEUES)
         for delivery in deliveries:
             with contextlib.suppress(LeaseLost):
                 await self.nack(delivery, requeue=True)
@@ -264,128 +293,75 @@ class Broker(ABC):
         """Dead-letter (or drop) the message: ``nack(requeue=False)``."""
         await self.nack(delivery, requeue=False)
 
-    @abstractmethod
     async def extend_lease(self, delivery: Delivery, seconds: float) -> Delivery:
         """Hold the lease ``seconds`` from now; returns the delivery with its new deadline.
 
         Raises LeaseLost if the lease already lapsed.
         """
+        self._unimplemented(Capability.LEASE_EXTENSION, "extend_lease")
 
-    # browsing and moving, for operators and dead-letter tooling
+    # browsing and moving (BROWSE), for operators and dead-letter tooling
 
     async def browse(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[QueuedMessage]:
         """Messages in delivery order, without leasing or changing them."""
-        raise NotSupported("browse", self.scheme)
+        self._unimplemented(Capability.BROWSE, "browse")
 
     async def move_messages(
         self, queue: str, to_queue: str, *, message_ids: Sequence[str] | None = None
     ) -> int:
         """Move waiting (not leased) messages to another queue as new deliveries.
 
-        ``message_ids=None`` moves all. Jobs whose messages move become queued again.
-        Returns how many moved. Atomic.
+        ``message_ids=None`` moves all. Returns how many moved. Atomic.
         """
-        raise NotSupported("move_messages", self.scheme)
+        self._unimplemented(Capability.BROWSE, "move_messages")
 
-    # jobs (Capability.RESULTS)
+    # jobs: the broker's own result store (RESULTS), and settling in one step (ATOMIC_SETTLE)
+
+    def results(self) -> ResultStore:
+        """The ResultStore kept in this broker's own store, sharing its connection."""
+        self._unimplemented(Capability.RESULTS, "results")
 
     async def submit_jobs(self, submissions: Sequence[JobSubmission]) -> list[JobRecord]:
-        """Record each job and enqueue its message, in one step where the backend can.
+        """Record each job in ``results()`` and enqueue its message, in one transaction.
 
-        Returns the records; a submission matched by its idempotency key returns the
-        existing job and enqueues nothing.
+        A submission matched by its idempotency key returns the existing job and enqueues
+        nothing.
         """
-        self.require(Capability.RESULTS)
-        raise NotImplementedError
-
-    async def get_job(self, job_id: str) -> JobRecord:
-        """The job's record, with ``running`` derived from a live lease. Raises JobNotFound."""
-        self.require(Capability.RESULTS)
-        raise NotImplementedError
+        self._unimplemented(Capability.ATOMIC_SETTLE, "submit_jobs")
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[Settlement]:
-        """Settle delivered jobs: message and record change together.
+        """Settle delivered jobs: message and record in ``results()`` change together.
 
         Returns the settlements whose lease had lapsed (those messages are redelivered and
         their records are left unchanged).
         """
-        self.require(Capability.RESULTS)
-        raise NotImplementedError
+        self._unimplemented(Capability.ATOMIC_SETTLE, "settle")
 
-    async def set_progress(self, job_id: str, progress: object) -> None:
-        """Store a running job's progress (any JSON value)."""
-        self.require(Capability.RESULTS)
-
-    async def cancel_job(self, job_id: str) -> bool:
-        """Cancel a job that has not started: True if it was cancelled, False if too late."""
-        self.require(Capability.RESULTS)
-        raise NotImplementedError
-
-    async def succeeded_keys(self, keys: Sequence[str]) -> set[str]:
-        """Which of these idempotency keys belong to a job that already succeeded."""
-        self.require(Capability.RESULTS)
-        raise NotImplementedError
-
-    async def job_stats(
-        self, *, since: float | None = None, buckets: Sequence[float] = DURATION_BUCKETS
-    ) -> list[TaskStats]:
-        """Per task, sorted by name: the kept job records by status and a histogram of how
-        long finished jobs ran (see TaskStats), with ``buckets`` as its upper bounds.
-
-        ``since`` (epoch seconds) counts only records updated at or after it: with the
-        finished statuses, the jobs that finished since then. For metrics and health
-        checks; on the embedded broker it reads every kept record, so cache what it returns.
-        """
-        self.require(Capability.RESULTS)
-        raise NotImplementedError
-
-    # coordination between worker processes (Capability.RESULTS)
-
-    async def heartbeat(self, worker: WorkerInfo) -> None:
-        """Record a worker as alive now."""
-        self.require(Capability.RESULTS)
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        self.require(Capability.RESULTS)
-        raise NotImplementedError
-
-    async def forget_worker(self, worker_id: str) -> None:
-        self.require(Capability.RESULTS)
-
-    async def acquire_rate(self, key: str, *, per_second: float, burst: int) -> float:
-        """Take one token from a bucket shared by every process; 0.0 if taken, else the
-        seconds until one frees up (nothing taken)."""
-        self.require(Capability.RESULTS)
-        raise NotImplementedError
-
-    # streams (Capability.STREAMS): partitioned, offset-addressed logs kept by retention
+    # streams (STREAMS): partitioned, offset-addressed logs kept by retention
 
     async def create_topic(self, spec: TopicSpec) -> None:
         """Create the topic, or do nothing if it exists with the same partitions and config.
 
         A topic that exists with other settings raises ConfigError (use ``alter_topic``).
         """
-        self.require(Capability.STREAMS)
+        self._unimplemented(Capability.STREAMS, "create_topic")
 
     async def delete_topic(self, name: str) -> None:
         """Delete the topic, its records and the groups' offsets on it."""
-        self.require(Capability.STREAMS)
+        self._unimplemented(Capability.STREAMS, "delete_topic")
 
     async def list_topics(self) -> list[TopicSpec]:
-        self.require(Capability.STREAMS)
-        raise NotImplementedError
+        self._unimplemented(Capability.STREAMS, "list_topics")
 
     async def describe_topic(self, name: str) -> TopicInfo:
         """The topic's spec and each partition's log start and end offsets."""
-        self.require(Capability.STREAMS)
-        raise NotImplementedError
+        self._unimplemented(Capability.STREAMS, "describe_topic")
 
     async def alter_topic(
         self, name: str, *, partitions: int | None = None, config: TopicConfig | None = None
     ) -> TopicSpec:
         """Add partitions (never fewer: keys would move) and/or replace the config."""
-        self.require(Capability.STREAMS)
-        raise NotImplementedError
+        self._unimplemented(Capability.STREAMS, "alter_topic")
 
     async def produce(
         self,
@@ -397,11 +373,26 @@ class Broker(ABC):
     ) -> list[RecordMetadata]:
         """Append records atomically (all or none) and return where each landed.
 
-        ``batch`` makes the call idempotent (see ProducerBatch). ``commit`` stores a
-        group's offsets in the same transaction: consume-transform-produce exactly once.
+        ``batch`` makes the call idempotent (IDEMPOTENT_PRODUCE, see ProducerBatch).
+        ``commit`` stores a group's offsets in the same transaction (TRANSACTIONAL_PRODUCE):
+        consume-transform-produce exactly once.
         """
         self.require(Capability.STREAMS)
-        raise NotImplementedError
+        if batch is not None:
+            self.require(Capability.IDEMPOTENT_PRODUCE)
+        if commit is not None:
+            self.require(Capability.TRANSACTIONAL_PRODUCE)
+        return await self._produce(topic, records, batch=batch, commit=commit)
+
+    async def _produce(
+        self,
+        topic: str,
+        records: Sequence[ProducerRecord],
+        *,
+        batch: ProducerBatch | None,
+        commit: OffsetCommit | None,
+    ) -> list[RecordMetadata]:
+        self._unimplemented(Capability.STREAMS, "produce")
 
     async def fetch(
         self,
@@ -415,23 +406,20 @@ class Broker(ABC):
         Waits up to ``wait`` seconds for the first record. An offset before the log start
         or past the log end raises OffsetOutOfRange; an offset at the end returns nothing.
         """
-        self.require(Capability.STREAMS)
-        raise NotImplementedError
+        self._unimplemented(Capability.STREAMS, "fetch")
 
     async def list_offsets(
         self, partitions: Sequence[TopicPartition], *, at: str | float = "latest"
     ) -> dict[TopicPartition, int]:
         """Per partition: ``"earliest"`` (log start), ``"latest"`` (log end), or for a
         timestamp the first offset whose timestamp is at or after it (the end if none)."""
-        self.require(Capability.STREAMS)
-        raise NotImplementedError
+        self._unimplemented(Capability.STREAMS, "list_offsets")
 
     async def enforce_retention(self, topic: str | None = None) -> RetentionReport:
         """Run one retention and compaction pass now (it also runs in the background)."""
-        self.require(Capability.STREAMS)
-        raise NotImplementedError
+        self._unimplemented(Capability.RETENTION, "enforce_retention")
 
-    # consumer groups (Capability.CONSUMER_GROUPS)
+    # consumer groups (CONSUMER_GROUPS)
 
     async def join_group(
         self,
@@ -443,8 +431,7 @@ class Broker(ABC):
         assignor: str = "range",
     ) -> Membership:
         """Join (or rejoin) the group; the group rebalances its partitions over its members."""
-        self.require(Capability.CONSUMER_GROUPS)
-        raise NotImplementedError
+        self._unimplemented(Capability.CONSUMER_GROUPS, "join_group")
 
     async def heartbeat_group(
         self,
@@ -458,41 +445,53 @@ class Broker(ABC):
         Members silent past their session timeout are removed here, which rebalances.
         Raises MemberFenced if this member was removed.
         """
-        self.require(Capability.CONSUMER_GROUPS)
-        raise NotImplementedError
+        self._unimplemented(Capability.CONSUMER_GROUPS, "heartbeat_group")
 
     async def leave_group(self, group: str, member_id: str) -> None:
         """Leave at once: the member's partitions go to the others without waiting."""
-        self.require(Capability.CONSUMER_GROUPS)
+        self._unimplemented(Capability.CONSUMER_GROUPS, "leave_group")
 
     async def commit_offsets(self, commit: OffsetCommit) -> None:
         """Store the group's offsets; MemberFenced if the member no longer owns a partition."""
-        self.require(Capability.CONSUMER_GROUPS)
+        self._unimplemented(Capability.CONSUMER_GROUPS, "commit_offsets")
 
     async def committed_offsets(
         self, group: str, partitions: Sequence[TopicPartition] | None = None
     ) -> dict[TopicPartition, int]:
         """The group's committed offsets (all of them without ``partitions``)."""
-        self.require(Capability.CONSUMER_GROUPS)
-        raise NotImplementedError
+        self._unimplemented(Capability.CONSUMER_GROUPS, "committed_offsets")
 
     async def list_groups(self) -> list[str]:
-        self.require(Capability.CONSUMER_GROUPS)
-        raise NotImplementedError
+        self._unimplemented(Capability.CONSUMER_GROUPS, "list_groups")
 
     async def describe_group(self, group: str) -> GroupInfo:
-        self.require(Capability.CONSUMER_GROUPS)
-        raise NotImplementedError
+        self._unimplemented(Capability.CONSUMER_GROUPS, "describe_group")
 
     async def delete_group(self, group: str) -> None:
         """Forget the group and its offsets; refused while it has members."""
-        self.require(Capability.CONSUMER_GROUPS)
+        self._unimplemented(Capability.CONSUMER_GROUPS, "delete_group")
 
     def sync(self) -> SyncBroker:
         """A blocking facade for code without an event loop (scripts, WSGI apps)."""
         from conveyor.sync import SyncBroker
 
         return SyncBroker(self)
+
+
+def _needed_by(spec: QueueSpec) -> list[Capability]:
+    """The capabilities a queue's options rely on."""
+    needed = []
+    if spec.max_priority is not None:
+        needed.append(Capability.PRIORITIES)
+    if spec.message_ttl is not None or spec.expires is not None:
+        needed.append(Capability.TTL)
+    if spec.max_length is not None or spec.max_bytes is not None:
+        needed.append(Capability.MAX_LENGTH)
+    if spec.dead_letter_exchange is not None:
+        needed.append(Capability.DEAD_LETTER)
+    if spec.delivery_limit is not None:
+        needed.append(Capability.DELIVERY_LIMIT)
+    return needed
 
 
 class Consumer(AsyncIterator[Delivery]):
@@ -512,7 +511,7 @@ class Consumer(AsyncIterator[Delivery]):
         self.prefetch = prefetch
         self.lease_timeout = lease_timeout
         self._buffer: deque[Delivery] = deque()
-        self._unsettled: dict[int, float] = {}
+        self._unsettled: dict[int, float] = {}  # tag -> lease deadline (inf: none)
         self._settled = asyncio.Event()
 
     def __aiter__(self) -> Self:
@@ -524,8 +523,9 @@ class Consumer(AsyncIterator[Delivery]):
             if room <= 0:
                 self._settled.clear()
                 earliest = min(self._unsettled.values())
+                pause = None if math.isinf(earliest) else max(earliest - time.time(), 0)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._settled.wait(), max(earliest - time.time(), 0))
+                    await asyncio.wait_for(self._settled.wait(), pause)
                 continue
             self._buffer.extend(
                 await self.broker.receive(
@@ -533,7 +533,8 @@ class Consumer(AsyncIterator[Delivery]):
                 )
             )
         delivery = self._buffer.popleft()
-        self._unsettled[delivery.tag] = delivery.lease_deadline
+        deadline = delivery.lease_deadline
+        self._unsettled[delivery.tag] = math.inf if deadline is None else deadline
         return delivery
 
     def _in_flight(self) -> int:

@@ -180,24 +180,30 @@ class Binding:
 
 @dataclass(slots=True)
 class Delivery:
-    """A message leased to one consumer until ``lease_deadline`` (epoch seconds).
+    """A message handed to one consumer, to settle through the broker that delivered it.
 
-    Settle it with the broker's ack / nack / reject. ``lease_token`` proves the lease: once
-    the lease has lapsed, settling raises LeaseLost because the message may be with someone
-    else. Not frozen: a broker makes one per message leased, and a frozen dataclass costs
-    several times as much to build.
+    ``receipt`` is the backend's own proof of the delivery (a lease token, a channel and
+    delivery tag, a stream entry id): callers pass it back untouched. ``tag`` tells this
+    process's unsettled deliveries apart. ``lease_deadline`` (epoch seconds) is when the
+    message comes back to the queue unsettled; ``None`` where the backend holds a delivery
+    until it is settled or the connection drops (no LEASES). Not frozen: a broker makes one
+    per message delivered, and a frozen dataclass costs several times as much to build.
     """
 
     message: Message
     queue: str
     delivery_count: int
-    lease_token: str
-    lease_deadline: float
+    receipt: Any
+    lease_deadline: float | None
     tag: int = field(repr=False)
 
     @property
     def redelivered(self) -> bool:
         return self.delivery_count > 1
+
+    def lease_lapsed(self, now: float) -> bool:
+        """The lease ran out by ``now`` (never, without a lease deadline)."""
+        return self.lease_deadline is not None and self.lease_deadline <= now
 
     def with_deadline(self, lease_deadline: float) -> Delivery:
         return replace(self, lease_deadline=lease_deadline)

@@ -235,7 +235,7 @@ class Worker:
                     self._running.pop(job.delivery.tag, None)
                     if job.settlement is not None:
                         settled.append(job.settlement)
-                    elif not job.started_monotonic and job.delivery.lease_deadline > now:
+                    elif not job.started_monotonic and not job.delivery.lease_lapsed(now):
                         self._unstarted.append(job.delivery)
                 self._finish(settled)
                 self._space.set()
@@ -250,7 +250,7 @@ class Worker:
         for job in chunk:
             if self._stopping.is_set():
                 break
-            if job.delivery.lease_deadline <= time.time():
+            if job.delivery.lease_lapsed(time.time()):
                 continue
             headers = job.delivery.message.headers
             call = self._prepare(job)
@@ -439,7 +439,8 @@ class Worker:
                 started = job.started_monotonic
                 if timeout is not None and started and now - started > timeout:
                     continue
-                if job.delivery.lease_deadline < soon and job.settlement is None:
+                deadline = job.delivery.lease_deadline
+                if deadline is not None and deadline < soon and job.settlement is None:
                     with contextlib.suppress(ConveyorError):
                         job.delivery = await broker.extend_lease(job.delivery, lease)
 

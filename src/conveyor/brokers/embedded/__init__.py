@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from conveyor.brokers.base import Broker, Capability
+from conveyor.brokers.base import Broker
+from conveyor.brokers.capabilities import DECLARED
 from conveyor.brokers.embedded import (
     browse,
     dead_letters,
@@ -28,6 +29,7 @@ from conveyor.brokers.embedded import (
     wakeup,
 )
 from conveyor.brokers.embedded.db import Database, Durability
+from conveyor.brokers.embedded.results import EmbeddedResults
 from conveyor.brokers.embedded.rows import Changes, now_ms
 from conveyor.brokers.embedded.stream_broker import StreamMethods
 from conveyor.brokers.embedded.topology import Topology
@@ -84,30 +86,13 @@ class EmbeddedOptions:
             raise ConfigError(f"max_message_size must be >= 1, not {self.max_message_size}")
 
 
-_CAPABILITIES = frozenset(
-    {
-        Capability.QUEUES,
-        Capability.EXCHANGES,
-        Capability.PRIORITIES,
-        Capability.DELAYS,
-        Capability.TTL,
-        Capability.MAX_LENGTH,
-        Capability.DEAD_LETTER,
-        Capability.LEASES,
-        Capability.RESULTS,
-        Capability.STREAMS,
-        Capability.CONSUMER_GROUPS,
-    }
-)
-
-
 class _StaleTopology(Exception):
     """Another process changed queues, exchanges or bindings since this one last looked."""
 
 
 class EmbeddedBroker(StreamMethods, Broker):
     scheme = "sqlite"
-    capabilities = _CAPABILITIES
+    capabilities = DECLARED["sqlite"]
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -115,6 +100,7 @@ class EmbeddedBroker(StreamMethods, Broker):
         self.options = options_from_query(EmbeddedOptions, parsed.query)
         self.path = self._path(parsed)
         self._db: Database | None = None
+        self._results: EmbeddedResults | None = None
         self._topology: Topology | None = None
         self._notifier = wakeup.Notifier()
         self._maintenance_due_ms = 0
@@ -231,7 +217,7 @@ class EmbeddedBroker(StreamMethods, Broker):
 
     # topology
 
-    async def declare_queue(self, spec: QueueSpec) -> None:
+    async def _declare_queue(self, spec: QueueSpec) -> None:
         await self._change_topology(lambda c, t: topology.declare_queue(c, spec, now_ms()))
 
     async def delete_queue(self, name: str) -> int:
@@ -278,15 +264,10 @@ class EmbeddedBroker(StreamMethods, Broker):
 
     # publishing
 
-    async def publish_batch(
-        self,
-        messages: Sequence[Message],
-        *,
-        exchange: str = "",
-        mandatory: bool = False,
-        delay: float = 0.0,
+    async def _publish_batch(
+        self, messages: Sequence[Message], *, exchange: str, mandatory: bool, delay: float
     ) -> list[int]:
-        delay_ms = int((as_seconds(delay, "delay") or 0.0) * 1000) if delay else 0
+        delay_ms = int(delay * 1000) if delay else 0
         limit = self.options.max_message_size
         batch = [rows.prepare(message, limit) for message in messages]
         if not batch:
@@ -408,8 +389,8 @@ class EmbeddedBroker(StreamMethods, Broker):
             first = next(d for d in deliveries if d.tag == lost[0])
             raise LeaseLost(first.queue, first.message.id)
 
-    async def nack(self, delivery: Delivery, *, requeue: bool = True, delay: float = 0.0) -> None:
-        delay_ms = int((as_seconds(delay, "delay") or 0.0) * 1000)
+    async def _nack(self, delivery: Delivery, *, requeue: bool, delay: float) -> None:
+        delay_ms = int(delay * 1000)
 
         def work(connection: sqlite3.Connection, topology: Topology, changes: Changes) -> bool:
             now = now_ms()
@@ -464,54 +445,22 @@ class EmbeddedBroker(StreamMethods, Broker):
 
         return await self._write(work)
 
-    # jobs
+    # jobs: the one-transaction path (ATOMIC_SETTLE); records through results()
 
     async def submit_jobs(self, submissions: Sequence[JobSubmission]) -> list[JobRecord]:
         limit = self.options.max_message_size
         prepared = [(s, rows.prepare(s.message, limit)) for s in submissions]
         return await self._write(lambda c, t, ch: jobs.submit(c, t, prepared, now_ms(), ch))
 
-    async def get_job(self, job_id: str) -> JobRecord:
-        return await self._read(lambda c, t: jobs.get(c, job_id, now_ms()))
-
     async def settle(self, settlements: Sequence[Settlement]) -> list[Settlement]:
         if not settlements:
             return []
         return await self._write(lambda c, t, ch: jobs.settle(c, t, settlements, now_ms(), ch))
 
-    async def set_progress(self, job_id: str, progress: object) -> None:
-        await self._write(lambda c, t, _: jobs.set_progress(c, job_id, progress, now_ms()))
-
-    async def cancel_job(self, job_id: str) -> bool:
-        return await self._write(lambda c, t, _: jobs.cancel(c, t, job_id, now_ms()))
-
-    async def succeeded_keys(self, keys: Sequence[str]) -> set[str]:
-        if not keys:
-            return set()
-        return await self._read(lambda c, t: jobs.succeeded_keys(c, keys))
-
-    async def job_stats(
-        self, *, since: float | None = None, buckets: Sequence[float] = DURATION_BUCKETS
-    ) -> list[TaskStats]:
-        bounds = metrics.check_buckets(buckets)
-        since_ms = 0 if since is None else int(since * 1000)
-        return await self._read(lambda c, t: metrics.job_stats(c, now_ms(), since_ms, bounds))
-
-    async def heartbeat(self, worker: WorkerInfo) -> None:
-        await self._write(lambda c, t, _: jobs.heartbeat(c, worker, now_ms()))
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        return await self._read(lambda c, t: jobs.list_workers(c))
-
-    async def forget_worker(self, worker_id: str) -> None:
-        await self._write(
-            lambda c, t, _: c.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
-        )
-
-    async def acquire_rate(self, key: str, *, per_second: float, burst: int) -> float:
-        return await self._write(
-            lambda c, t, _: jobs.acquire_rate(c, key, per_second, burst, now_ms())
-        )
+    def results(self) -> EmbeddedResults:
+        if self._results is None:
+            self._results = EmbeddedResults(self)
+        return self._results
 
 
 def _delete_unused_queues(now: int, connection: sqlite3.Connection, known: Topology) -> int:
@@ -540,6 +489,7 @@ class MemoryBroker(EmbeddedBroker):
     """The embedded engine on a private in-memory database: for tests and throwaway work."""
 
     scheme = "memory"
+    capabilities = DECLARED["memory"]
 
     def _path(self, url: BrokerURL) -> str | None:
         if url.netloc or url.path.strip("/"):

@@ -32,7 +32,7 @@ def leased_rows(
         for row in connection.execute(
             f"SELECT {COLUMNS} FROM messages"
             " WHERE id = ? AND lease_token = ? AND available_at_ms > ?",
-            (delivery.tag, delivery.lease_token, now_ms),
+            (delivery.tag, delivery.receipt, now_ms),
         )
     ]
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from conveyor.brokers.embedded import browse, dead_letters, queues
 from conveyor.brokers.embedded.rows import Changes, Prepared
 from conveyor.brokers.embedded.topology import Topology
+from conveyor.brokers.results import JobStart
 from conveyor.brokers.types import (
     DeadLetterReason,
     JobRecord,
@@ -42,64 +43,100 @@ def submit(
     now_ms: int,
     changes: Changes,
 ) -> list[JobRecord]:
+    """Record each job and enqueue its message in the caller's transaction."""
     records: list[JobRecord] = []
     for submission, prepared in submissions:
-        key = submission.idempotency_key
-        if key is not None:
-            existing = connection.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?"
-                " AND created_at_ms > ? ORDER BY created_at_ms DESC LIMIT 1",
-                (key, now_ms - int(submission.idempotency_window * 1000)),
-            ).fetchone()
-            if existing is not None:
-                records.append(_record(connection, existing, now_ms))
-                continue
-        queue = topology.queue(submission.queue)
-        available_at_ms = now_ms + int(submission.delay * 1000)
+        existing = _existing(connection, submission, now_ms)
+        if existing is not None:
+            records.append(existing)
+            continue
         queues.store(
             connection,
             topology,
             [prepared],
             exchange="",
             mandatory=True,
-            available_at_ms=available_at_ms,
+            available_at_ms=now_ms + int(submission.delay * 1000),
             now_ms=now_ms,
             changes=changes,
         )
         (rowid,) = connection.execute("SELECT last_insert_rowid()").fetchone()
-        status = JobStatus.SCHEDULED if submission.delay > 0 else JobStatus.QUEUED
-        scheduled_for = available_at_ms if submission.delay > 0 else None
-        connection.execute(
-            "INSERT INTO jobs (id, task, queue, status, idempotency_key, created_at_ms,"
-            " updated_at_ms, scheduled_for_ms, message_rowid, result_ttl_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                prepared.message.id,
-                submission.task,
-                queue.spec.name,
-                status.value,
-                key,
-                now_ms,
-                now_ms,
-                scheduled_for,
-                rowid,
-                int(submission.result_ttl * 1000),
-            ),
-        )
-        records.append(
-            JobRecord(
-                id=prepared.message.id,
-                task=submission.task,
-                queue=queue.spec.name,
-                status=status,
-                attempts=0,
-                created_at=now_ms / 1000,
-                updated_at=now_ms / 1000,
-                scheduled_for=None if scheduled_for is None else scheduled_for / 1000,
-                idempotency_key=key,
-            )
-        )
+        queue = topology.queue(submission.queue).spec.name
+        records.append(_insert(connection, submission, queue, rowid, now_ms))
     return records
+
+
+def create(
+    connection: sqlite3.Connection, submissions: Sequence[JobSubmission], now_ms: int
+) -> list[JobRecord]:
+    """Record jobs whose messages another broker carries (no message row to follow)."""
+    return [
+        _existing(connection, submission, now_ms)
+        or _insert(connection, submission, submission.queue, None, now_ms)
+        for submission in submissions
+    ]
+
+
+def _existing(
+    connection: sqlite3.Connection, submission: JobSubmission, now_ms: int
+) -> JobRecord | None:
+    """The job an idempotency key already names within its window, if any."""
+    if submission.idempotency_key is None:
+        return None
+    row = connection.execute(
+        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?"
+        " AND created_at_ms > ? ORDER BY created_at_ms DESC LIMIT 1",
+        (submission.idempotency_key, now_ms - int(submission.idempotency_window * 1000)),
+    ).fetchone()
+    return None if row is None else _record(connection, row, now_ms)
+
+
+def _insert(
+    connection: sqlite3.Connection,
+    submission: JobSubmission,
+    queue: str,
+    message_rowid: int | None,
+    now_ms: int,
+) -> JobRecord:
+    delayed = submission.delay > 0
+    status = JobStatus.SCHEDULED if delayed else JobStatus.QUEUED
+    scheduled_for = now_ms + int(submission.delay * 1000) if delayed else None
+    job_id = submission.message.id
+    key = submission.idempotency_key
+    connection.execute(
+        "INSERT INTO jobs (id, task, queue, status, idempotency_key, created_at_ms,"
+        " updated_at_ms, scheduled_for_ms, message_rowid, result_ttl_ms)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            job_id,
+            submission.task,
+            queue,
+            status.value,
+            key,
+            now_ms,
+            now_ms,
+            scheduled_for,
+            message_rowid,
+            int(submission.result_ttl * 1000),
+        ),
+    )
+    return JobRecord(
+        id=job_id,
+        task=submission.task,
+        queue=queue,
+        status=status,
+        attempts=0,
+        created_at=now_ms / 1000,
+        updated_at=now_ms / 1000,
+        scheduled_for=None if scheduled_for is None else scheduled_for / 1000,
+        idempotency_key=key,
+    )
+
+
+def discard(connection: sqlite3.Connection, job_ids: Sequence[str]) -> None:
+    connection.execute(
+        "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(job_ids)),)
+    )
 
 
 def get(connection: sqlite3.Connection, job_id: str, now_ms: int) -> JobRecord:
@@ -152,7 +189,7 @@ def settle(
         queues.ack(connection, topology, [s.delivery for s in acking], now_ms, changes)
     )
     if not lapsed_tags and len(acking) == len(settlements):
-        _record_outcomes(connection, settlements, now_ms)
+        record_outcomes(connection, settlements, now_ms)
         return lost
     for settlement in settlements:
         delivery = settlement.delivery
@@ -177,11 +214,11 @@ def settle(
         else:
             settled = delivery.tag not in lapsed_tags
         (done if settled else lost).append(settlement)
-    _record_outcomes(connection, done, now_ms)
+    record_outcomes(connection, done, now_ms)
     return lost
 
 
-def _record_outcomes(
+def record_outcomes(
     connection: sqlite3.Connection, settled: Sequence[Settlement], now_ms: int
 ) -> None:
     """Update the job records of settled deliveries, one statement per distinct outcome.
@@ -240,6 +277,35 @@ def failure_record(
     }
 
 
+def record_starts(connection: sqlite3.Connection, starts: Sequence[JobStart], now_ms: int) -> None:
+    connection.executemany(
+        "UPDATE jobs SET status = ?, attempts = ?, first_attempt_at_ms ="
+        " coalesce(first_attempt_at_ms, ?), last_attempt_at_ms = ?, updated_at_ms = ?"
+        " WHERE id = ?",
+        [
+            (
+                JobStatus.RUNNING.value,
+                start.attempt,
+                int(start.started_at * 1000),
+                int(start.started_at * 1000),
+                now_ms,
+                start.job_id,
+            )
+            for start in starts
+        ],
+    )
+
+
+def cancelled(connection: sqlite3.Connection, job_ids: Sequence[str]) -> set[str]:
+    return {
+        job_id
+        for (job_id,) in connection.execute(
+            "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?)) AND status = ?",
+            (json.dumps(list(job_ids)), JobStatus.CANCELLED.value),
+        )
+    }
+
+
 def set_progress(connection: sqlite3.Connection, job_id: str, progress: Any, now_ms: int) -> None:
     if (
         connection.execute(
@@ -257,9 +323,9 @@ def cancel(connection: sqlite3.Connection, topology: Topology, job_id: str, now_
     ).fetchone()
     if row is None:
         raise JobNotFound(job_id)
-    if JobStatus(row[0]) not in _PENDING or row[1] is None:
+    if JobStatus(row[0]) not in _PENDING:
         return False
-    if not browse.remove_waiting(connection, topology, row[1], now_ms):
+    if row[1] is not None and not browse.remove_waiting(connection, topology, row[1], now_ms):
         return False
     connection.execute(
         "UPDATE jobs SET status = ?, updated_at_ms = ?, expires_at_ms = ? + result_ttl_ms"
@@ -269,8 +335,10 @@ def cancel(connection: sqlite3.Connection, topology: Topology, job_id: str, now_
     return True
 
 
-def requeued(connection: sqlite3.Connection, moved: dict[str, int], now_ms: int) -> None:
-    """Jobs whose messages were moved back into a queue are pending again."""
+def requeued(
+    connection: sqlite3.Connection, moved: Mapping[str, int | None], now_ms: int
+) -> None:
+    """Jobs whose messages were moved back into a queue (to ``rowid``) are pending again."""
     connection.executemany(
         "UPDATE jobs SET status = ?, message_rowid = ?, updated_at_ms = ?, expires_at_ms = NULL"
         " WHERE id = ?",

@@ -164,7 +164,7 @@ def ack(
     """
     by_token: dict[str, list[Delivery]] = defaultdict(list)
     for delivery in deliveries:
-        by_token[delivery.lease_token].append(delivery)
+        by_token[delivery.receipt].append(delivery)
     lapsed: list[int] = []
     for token, held in by_token.items():
         stored = [topology.queues.get(delivery.queue) for delivery in held]
@@ -231,7 +231,7 @@ def requeue(
         "UPDATE messages SET leased = 0, lease_token = NULL,"
         " available_at_ms = coalesce(?, enqueued_at_ms)"
         " WHERE id = ? AND lease_token = ? AND available_at_ms > ?",
-        (available_at_ms, delivery.tag, delivery.lease_token, now_ms),
+        (available_at_ms, delivery.tag, delivery.receipt, now_ms),
     )
     return cursor.rowcount == 1
 
@@ -243,7 +243,7 @@ def release(connection: sqlite3.Connection, deliveries: Sequence[Delivery], now_
             "UPDATE messages SET leased = 0, lease_token = NULL, available_at_ms = enqueued_at_ms,"
             " delivery_count = max(delivery_count - 1, 0)"
             " WHERE id = ? AND lease_token = ? AND available_at_ms > ?",
-            (delivery.tag, delivery.lease_token, now_ms),
+            (delivery.tag, delivery.receipt, now_ms),
         ).rowcount
         for delivery in deliveries
     )
@@ -259,7 +259,7 @@ def reject(
 ) -> bool:
     rows = connection.execute(
         f"SELECT {COLUMNS} FROM messages WHERE id = ? AND lease_token = ? AND available_at_ms > ?",
-        (delivery.tag, delivery.lease_token, now_ms),
+        (delivery.tag, delivery.receipt, now_ms),
     ).fetchall()
     if not rows:
         return False
@@ -271,7 +271,7 @@ def extend(connection: sqlite3.Connection, delivery: Delivery, until_ms: int, no
     cursor = connection.execute(
         "UPDATE messages SET available_at_ms = ?"
         " WHERE id = ? AND lease_token = ? AND available_at_ms > ?",
-        (until_ms, delivery.tag, delivery.lease_token, now_ms),
+        (until_ms, delivery.tag, delivery.receipt, now_ms),
     )
     return cursor.rowcount == 1
 

@@ -103,13 +103,13 @@ class StreamMethods:
 
     # records
 
-    async def produce(
+    async def _produce(
         self,
         topic: str,
         records: Sequence[ProducerRecord],
         *,
-        batch: ProducerBatch | None = None,
-        commit: OffsetCommit | None = None,
+        batch: ProducerBatch | None,
+        commit: OffsetCommit | None,
     ) -> list[RecordMetadata]:
         sticky = self._sticky()
 

@@ -1,0 +1,76 @@
+"""What each backend guarantees, known without importing it.
+
+A backend class takes its ``capabilities`` from ``DECLARED`` here, so the registry can name
+the backends that have a capability (in a ``NotSupported`` error) without importing one
+backend's client library to describe another.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Capability(StrEnum):
+    """One guarantee a backend gives, each with a conformance test of what it names."""
+
+    QUEUES = "queues"
+    EXCHANGES = "exchanges"
+    PRIORITIES = "priorities"
+    DELAYS = "delays"
+    TTL = "ttl"
+    MAX_LENGTH = "max-length"
+    DEAD_LETTER = "dead-letter"
+    DELIVERY_LIMIT = "delivery-limit"
+    """A message delivered more often than its queue's ``delivery_limit`` is dead-lettered."""
+    LEASES = "leases"
+    """A delivery's lease lapses after ``lease_timeout`` and the message comes back, although
+    the consumer's connection is still open."""
+    LEASE_EXTENSION = "lease-extension"
+    FENCED_ACKS = "fenced-acks"
+    """An ack after the lease lapsed raises ``LeaseLost``: a stalled consumer can never
+    settle the copy that was redelivered to someone else. Without it, a late ack may."""
+    UNCOUNTED_RELEASE = "uncounted-release"
+    """``release`` gives a delivery back without counting it as an attempt."""
+    ATOMIC_BATCH_PUBLISH = "atomic-batch-publish"
+    """``publish_batch`` stores all messages or none; without it, a failure part-way through
+    may leave the first messages published."""
+    BROWSE = "browse"
+    """Read waiting messages without leasing or changing them, and move them between queues."""
+    ATOMIC_SETTLE = "atomic-settle"
+    """``settle`` changes a job's message and its record in the broker's own result store in
+    one transaction."""
+    RESULTS = "results"
+    """The broker keeps a ResultStore of its own (``Broker.results()``)."""
+    STREAMS = "streams"
+    REPLAY = "replay"
+    """Records stay after they are read; a consumer may seek back and read them again."""
+    RETENTION = "retention"
+    COMPACTION = "compaction"
+    IDEMPOTENT_PRODUCE = "idempotent-produce"
+    TRANSACTIONAL_PRODUCE = "transactional-produce"
+    """``produce(..., commit=...)`` appends and commits a group's offsets atomically."""
+    CONSUMER_GROUPS = "consumer-groups"
+
+
+_EMBEDDED = frozenset(Capability)
+
+_RABBITMQ = frozenset(
+    {
+        Capability.QUEUES,
+        Capability.EXCHANGES,
+        Capability.PRIORITIES,
+        Capability.DELAYS,
+        Capability.TTL,
+        Capability.MAX_LENGTH,
+        Capability.DEAD_LETTER,
+        Capability.DELIVERY_LIMIT,
+    }
+)
+
+DECLARED: dict[str, frozenset[Capability]] = {
+    "sqlite": _EMBEDDED,
+    "memory": _EMBEDDED,
+    "amqp": _RABBITMQ,
+    "amqps": _RABBITMQ,
+}
+"""URL scheme -> the capabilities its backend declares."""

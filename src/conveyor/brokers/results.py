@@ -1,0 +1,169 @@
+"""The ResultStore interface: where job records, results and worker coordination live.
+
+Kept apart from the Broker because real engines keep messages and state apart: RabbitMQ
+carries jobs, Redis (or a database) remembers what became of them, and several hosts
+share both. The embedded broker keeps one of its own, in the same file as its messages.
+
+Writes are last-writer-wins per job; the job state machine in ``conveyor.tasks.states``
+orders them so that delivery stays at least once (see there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import ClassVar, Self
+
+from conveyor.brokers.types import (
+    DURATION_BUCKETS,
+    JobRecord,
+    JobSubmission,
+    Settlement,
+    TaskStats,
+    WorkerInfo,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobStart:
+    """A job's attempt began: recorded where running cannot be read off a lease."""
+
+    job_id: str
+    attempt: int
+    started_at: float
+    worker: str
+
+
+class ResultStore(ABC):
+    """Job records with a TTL, idempotency keys, rate-limit tokens and worker heartbeats.
+
+    Use it as an async context manager, or call ``connect()`` and ``close()``.
+    """
+
+    scheme: ClassVar[str]
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open connections; idempotent."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise BrokerUnavailable unless the store answers."""
+
+    # job records
+
+    @abstractmethod
+    async def create_jobs(self, submissions: Sequence[JobSubmission]) -> list[JobRecord]:
+        """Record each job as queued (or scheduled, with a delay), put-if-absent by key.
+
+        A submission whose ``idempotency_key`` matches a job created less than
+        ``idempotency_window`` seconds ago gets that job's record instead (its id differs
+        from the submission's message id), and nothing is written for it. Among callers
+        racing with one key (every worker ticking a schedule), exactly one creates the job.
+        """
+
+    @abstractmethod
+    async def discard_jobs(self, job_ids: Sequence[str]) -> None:
+        """Forget records whose messages could not be enqueued, so that a retry with the
+        same idempotency key creates the job anew."""
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> JobRecord:
+        """The job's record. Raises JobNotFound if it never existed or has expired."""
+
+    async def wait_for_job(self, job_id: str, timeout: float) -> JobRecord:
+        """The record once the job has finished, or as it is when ``timeout`` runs out."""
+        deadline = time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            record = await self.get_job(job_id)
+            left = deadline - time.monotonic()
+            if record.status.finished or left <= 0:
+                return record
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.1)
+
+    @abstractmethod
+    async def record_starts(self, starts: Sequence[JobStart]) -> None:
+        """Mark jobs running (attempt, start time). Jobs settled through ATOMIC_SETTLE skip
+        this: their running state is read off the message's live lease."""
+
+    @abstractmethod
+    async def record_outcomes(self, settlements: Sequence[Settlement]) -> None:
+        """Store each job's outcome: status, attempts, result or error, times.
+
+        A finished job's record expires ``result_ttl`` seconds after this.
+        """
+
+    @abstractmethod
+    async def requeued(self, job_ids: Sequence[str]) -> None:
+        """Jobs sent to run again (dead letters replayed) are queued once more."""
+
+    @abstractmethod
+    async def set_progress(self, job_id: str, progress: object) -> None:
+        """Store a running job's progress (any JSON value). Raises JobNotFound."""
+
+    @abstractmethod
+    async def cancel_job(self, job_id: str) -> bool:
+        """Mark a job that has not started cancelled: True if it was, False if too late.
+
+        A worker that receives a cancelled job acknowledges it without running it.
+        """
+
+    @abstractmethod
+    async def cancelled(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of these jobs were cancelled (asked once per batch a worker receives)."""
+
+    @abstractmethod
+    async def succeeded_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of these idempotency keys belong to a job that already succeeded."""
+
+    @abstractmethod
+    async def job_stats(
+        self, *, since: float | None = None, buckets: Sequence[float] = DURATION_BUCKETS
+    ) -> list[TaskStats]:
+        """Per task, sorted by name: the kept job records by status and a histogram of how
+        long finished jobs ran (see TaskStats), with ``buckets`` as its upper bounds.
+
+        ``since`` (epoch seconds) counts only records updated at or after it. For metrics
+        and health checks: it may read every kept record, so cache what it returns.
+        """
+
+    # coordination between worker processes
+
+    @abstractmethod
+    async def acquire_rate(self, key: str, *, per_second: float, burst: int) -> float:
+        """Take one token from a bucket shared by every process; 0.0 if taken, else the
+        seconds until one frees up (nothing taken)."""
+
+    @abstractmethod
+    async def heartbeat(self, worker: WorkerInfo) -> None:
+        """Record a worker as alive now."""
+
+    @abstractmethod
+    async def list_workers(self) -> list[WorkerInfo]: ...
+
+    @abstractmethod
+    async def forget_worker(self, worker_id: str) -> None: ...

@@ -1,0 +1,174 @@
+"""The job state machine: submitting a job and settling an attempt, on any broker.
+
+A job has a message in a queue of the Broker and a record in a ResultStore. Where the
+broker keeps the records itself and declares ATOMIC_SETTLE (the embedded engine), both
+change in one transaction. Elsewhere they change in this order, which keeps delivery at
+least once and never leaves a stored outcome contradicted:
+
+- submit: create the record (put-if-absent by idempotency key), then publish the message;
+  a failed publish discards the record again, so a retry with the same key enqueues anew.
+- start: the record becomes ``running`` (in batches, behind the jobs that started).
+- settle: store the outcome first, then settle the message: ack a finished job; give a
+  retrying one back after its delay (``nack`` with ``delay``); publish a dead job's copy,
+  with its failure record, to the dead-letter queue, then ack the original. A crash
+  between the two steps leaves the message to be redelivered and run again, and the next
+  outcome overwrites the record; a crash between publishing a dead letter and the ack
+  may leave the dead letter and one more attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from conveyor.brokers.base import Broker
+from conveyor.brokers.capabilities import Capability
+from conveyor.brokers.results import JobStart, ResultStore
+from conveyor.brokers.types import (
+    DeadLetterReason,
+    Delivery,
+    JobRecord,
+    JobStatus,
+    JobSubmission,
+    Settlement,
+)
+from conveyor.errors import JobNotFound, LeaseLost
+from conveyor.message import Message
+from conveyor.names import DEAD_LETTER_SUFFIX
+
+_ACKED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+def dead_letter_queue(queue: str) -> str:
+    """The queue where ``queue``'s jobs go after their last attempt."""
+    return f"{queue}{DEAD_LETTER_SUFFIX}"
+
+
+class JobStates:
+    """Moves jobs through their states on one broker and one result store."""
+
+    def __init__(self, broker: Broker, results: ResultStore) -> None:
+        self.broker = broker
+        self.results = results
+        self.atomic = (
+            Capability.ATOMIC_SETTLE in broker.capabilities
+            and Capability.RESULTS in broker.capabilities
+            and broker.results() is results
+        )
+
+    async def submit(self, submissions: Sequence[JobSubmission]) -> list[JobRecord]:
+        """Record and enqueue jobs; an idempotency key already used returns that job."""
+        if self.atomic:
+            return await self.broker.submit_jobs(submissions)
+        records = await self.results.create_jobs(submissions)
+        fresh = [s for s, r in zip(submissions, records, strict=True) if r.id == s.message.id]
+        by_delay: dict[float, list[Message]] = defaultdict(list)
+        for submission in fresh:
+            by_delay[submission.delay].append(submission.message)
+        published: list[str] = []
+        try:
+            for delay, messages in by_delay.items():
+                await self.broker.publish_batch(messages, mandatory=True, delay=delay)
+                published.extend(message.id for message in messages)
+        except BaseException:
+            unsent = [s.message.id for s in fresh if s.message.id not in set(published)]
+            await self.results.discard_jobs(unsent)
+            raise
+        return records
+
+    async def start(self, starts: Sequence[JobStart]) -> None:
+        """Record attempts that began (nothing to do where running is read off leases)."""
+        if starts and not self.atomic:
+            await self.results.record_starts(starts)
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[Settlement]:
+        """Store each outcome and settle its message; returns those whose lease lapsed."""
+        if not settlements:
+            return []
+        if self.atomic:
+            return await self.broker.settle(settlements)
+        await self.results.record_outcomes(settlements)
+        lost: list[Settlement] = []
+        acking = [s for s in settlements if s.status in _ACKED]
+        lost.extend(await self._ack(acking))
+        for settlement in settlements:
+            if settlement.status in _ACKED:
+                continue
+            try:
+                if settlement.status is JobStatus.RETRYING:
+                    await self.broker.nack(
+                        settlement.delivery, requeue=True, delay=settlement.retry_delay
+                    )
+                else:
+                    await self._dead_letter(settlement)
+            except LeaseLost:
+                lost.append(settlement)
+        return lost
+
+    async def _ack(self, settlements: Sequence[Settlement]) -> list[Settlement]:
+        if not settlements:
+            return []
+        try:
+            await self.broker.ack_many([s.delivery for s in settlements])
+        except LeaseLost:
+            lost = []
+            for settlement in settlements:  # which ones: ack each (acked ones ack again)
+                with contextlib.suppress(LeaseLost):
+                    await self.broker.ack(settlement.delivery)
+                    continue
+                lost.append(settlement)
+            return lost
+        return []
+
+    async def _dead_letter(self, settlement: Settlement) -> None:
+        """Publish the job's copy with its failure record to the dead-letter queue, then ack."""
+        delivery = settlement.delivery
+        message = delivery.message
+        headers = dict(message.headers)
+        headers["x-failure"] = await self._failure_record(settlement)
+        headers["x-death"] = [_death(delivery), *headers.get("x-death", ())]
+        copy = Message(
+            message.body,
+            routing_key=dead_letter_queue(delivery.queue),
+            headers=headers,
+            id=message.id,
+            timestamp=message.timestamp,
+            content_type=message.content_type,
+        )
+        await self.broker.publish(copy, mandatory=True)
+        await self.broker.ack(delivery)
+
+    async def _failure_record(self, settlement: Settlement) -> dict[str, Any]:
+        """What an operator needs to judge a dead letter (the embedded engine's format)."""
+        error = dict(settlement.error or {})
+        try:
+            record: JobRecord | None = await self.results.get_job(settlement.delivery.message.id)
+        except JobNotFound:
+            record = None
+        first = record.first_attempt_at if record is not None else None
+        return {
+            "task": record.task if record is not None else None,
+            "first_attempt_at": first if first is not None else settlement.started_at,
+            "error_type": error.get("type"),
+            "error_message": error.get("message"),
+            "traceback": error.get("traceback"),
+            "attempts": settlement.delivery.delivery_count,
+            "last_attempt_at": settlement.started_at,
+            "failed_at": time.time(),
+            "queue": settlement.delivery.queue,
+            "worker": settlement.worker,
+        }
+
+
+def _death(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "queue": delivery.queue,
+        "reason": DeadLetterReason.REJECTED.value,
+        "count": 1,
+        "time": time.time(),
+        "exchange": "",
+        "routing-keys": [delivery.message.routing_key],
+    }
