@@ -1,9 +1,11 @@
 """Conveyor: background jobs and event streams on an embedded broker that grows with you."""
 
+from typing import TYPE_CHECKING, Any
+
 from conveyor.app import App
 from conveyor.brokers import open_broker
-from conveyor.brokers.base import Broker, Capability, Consumer
-from conveyor.brokers.embedded.db import Durability
+from conveyor.brokers.base import Broker, Consumer
+from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.types import (
     Binding,
     DeadLetterReason,
@@ -25,7 +27,20 @@ from conveyor.tasks.job import Job
 from conveyor.tasks.task import Task
 from conveyor.worker.consume import Worker
 
+if TYPE_CHECKING:
+    from conveyor.brokers.embedded.db import Durability
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``Durability`` belongs to the embedded engine, imported only when asked for."""
+    if name == "Durability":
+        from conveyor.brokers.embedded.db import Durability
+
+        return Durability
+    raise AttributeError(f"module 'conveyor' has no attribute {name!r}")
+
 
 __all__ = [
     "App",

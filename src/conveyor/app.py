@@ -15,6 +15,7 @@ from typing import Any, TypeVar, overload
 from conveyor._portal import Portal
 from conveyor.brokers import open_broker, open_results
 from conveyor.brokers.base import Broker
+from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.results import ResultStore
 from conveyor.brokers.stream_types import RecordMetadata, TopicConfig, TopicSpec
 from conveyor.brokers.types import JobSubmission, QueueSpec, WorkerInfo, seconds
@@ -192,6 +193,10 @@ class App:
         """Where this app's job records live, connected on first use."""
         return (await self.astates()).results
 
+    def has_results(self, broker: Broker) -> bool:
+        """Whether this app keeps job records: a result store of its own, or the broker's."""
+        return self.results_url is not None or Capability.RESULTS in broker.capabilities
+
     async def _open_results(self, broker: Broker) -> ResultStore:
         if self.results_url is not None:
             results = open_results(self.results_url)
@@ -338,8 +343,7 @@ class App:
         to_queue: str | None = None,
     ) -> int:
         """Send dead jobs back to be run again (all, or ``job_ids``); returns how many."""
-        broker = await self.abroker()
-        return await self._replay(broker, queue, job_ids, to_queue)
+        return await self._replay(await self.astates(), queue, job_ids, to_queue)
 
     def replay_dead_letters(
         self,
@@ -348,20 +352,20 @@ class App:
         job_ids: Sequence[str] | None = None,
         to_queue: str | None = None,
     ) -> int:
-        return self.call_sync(lambda broker: self._replay(broker, queue, job_ids, to_queue))
+        return self.call_states(lambda states: self._replay(states, queue, job_ids, to_queue))
 
     async def _replay(
         self,
-        broker: Broker,
+        states: JobStates,
         queue: str | None,
         job_ids: Sequence[str] | None,
         to_queue: str | None,
     ) -> int:
         source = queue or self.default_queue
         target = to_queue or source
-        await self.ensure_queue(broker, source)
-        await self.ensure_queue(broker, target)
-        return await broker.move_messages(dead_letter_queue(source), target, message_ids=job_ids)
+        await self.ensure_queue(states.broker, source)
+        await self.ensure_queue(states.broker, target)
+        return await states.replay(dead_letter_queue(source), target, job_ids=job_ids)
 
     async def apurge_dead_letters(self, queue: str | None = None) -> int:
         broker = await self.abroker()

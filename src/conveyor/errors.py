@@ -5,11 +5,11 @@ ConveyorError
 ├─ ConfigError                 bad option, URL, name or declaration
 ├─ NotSupported                a backend lacks a capability (names the alternatives)
 ├─ BrokerError
-│  ├─ BrokerUnavailable        cannot reach or open the broker
-│  │  └─ DatabaseLocked        the embedded database stayed locked past lock_timeout
-│  ├─ DatabaseError            the embedded database file cannot be used
-│  │  ├─ NotAConveyorDatabase  the file is something else, or is corrupt
-│  │  └─ SchemaTooNew          written by a newer Conveyor
+│  ├─ BrokerUnavailable        cannot reach or open the broker (or result store)
+│  │  ├─ DatabaseLocked        the embedded database stayed locked past lock_timeout
+│  │  └─ DatabaseError         the embedded database file cannot be used
+│  │     ├─ NotAConveyorDatabase  the file is something else, or is corrupt
+│  │     └─ SchemaTooNew       written by a newer Conveyor
 │  ├─ QueueNotFound
 │  ├─ ExchangeNotFound
 │  ├─ QueueFull                max length reached with overflow "reject-publish"
@@ -73,7 +73,13 @@ class BrokerError(ConveyorError):
 
 
 class BrokerUnavailable(BrokerError):
-    """The broker cannot be reached or opened."""
+    """The broker cannot be reached or opened.
+
+    ``transient`` says whether trying again later may succeed (a lost connection, a held
+    lock) or not until someone acts (a corrupt file).
+    """
+
+    transient = True
 
 
 class DatabaseLocked(BrokerUnavailable):
@@ -88,8 +94,14 @@ class DatabaseLocked(BrokerUnavailable):
         )
 
 
-class DatabaseError(BrokerError):
-    """The embedded database file cannot be used as it is."""
+class DatabaseError(BrokerUnavailable):
+    """The embedded database file cannot be used as it is.
+
+    A kind of BrokerUnavailable, so that callers above the seam handle one error for "the
+    store cannot be used", whatever the engine.
+    """
+
+    transient = False
 
     def __init__(self, path: str, message: str) -> None:
         self.path = path

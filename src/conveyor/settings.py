@@ -31,8 +31,9 @@ class BrokerURL:
     @classmethod
     def parse(cls, url: str) -> BrokerURL:
         if not isinstance(url, str) or "://" not in url:
+            shown = mask_url(url) if isinstance(url, str) else repr(url)
             raise ConfigError(
-                f"broker URL {url!r} has no scheme; use e.g. sqlite:///conveyor.db or memory://"
+                f"broker URL {shown!r} has no scheme; use e.g. sqlite:///conveyor.db or memory://"
             )
         parts = urlsplit(url)
         query: dict[str, str] = {}
@@ -41,6 +42,20 @@ class BrokerURL:
                 raise ConfigError(f"option {key!r} appears twice in the broker URL")
             query[key] = value
         return cls(parts.scheme, parts.netloc, parts.path, query)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``: what errors, logs and pages may show."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparseable URL>"
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 def options_from_query(options_type: type[T], query: Mapping[str, str]) -> T:

@@ -114,7 +114,7 @@ async def seed(url: str) -> tuple[tuple[str, ...], str]:
         await broker.commit_offsets(OffsetCommit("billing", {TopicPartition("orders", 0): 1}))
         now = time.time()
         worker = WorkerInfo("seed-1", "seed-host", 4242, ("mail",), now, now, 0, 3, 2)
-        await broker.heartbeat(worker)
+        await broker.results().heartbeat(worker)
         return tuple(job.id for job in dead), done.id
     finally:
         await app.aclose()

@@ -7,14 +7,22 @@ capabilities, so the suite is gated by what a backend says it does, never by its
 from __future__ import annotations
 
 import itertools
+import os
+import secrets
 from collections.abc import AsyncIterator
 
 import pytest
 
 from conveyor import Broker, Capability, open_broker
-from tests.backend_urls import BACKENDS
+from conveyor.brokers import open_results
+from conveyor.brokers.results import ResultStore
+from conveyor.errors import BrokerUnavailable
+from conveyor.tasks.states import JobStates
+from tests.backend_urls import BACKENDS, unavailable
 
 _names = itertools.count()
+_RUN = secrets.token_hex(3)  # names differ between runs on servers that keep queues
+REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -35,5 +43,24 @@ async def broker(request, tmp_path) -> AsyncIterator[Broker]:
 @pytest.fixture
 def name(request) -> str:
     """A queue/exchange name unique to this test, so shared servers need no flushing."""
-    raw = f"t{next(_names)}-{request.node.originalname[:40]}"
+    raw = f"t{_RUN}-{next(_names)}-{request.node.originalname[:40]}"
     return raw.replace("_", "-")
+
+
+@pytest.fixture
+async def states(broker: Broker) -> AsyncIterator[JobStates]:
+    """The job state machine on the broker: with its own result store where it keeps one,
+    else with a Redis one under a key prefix of this test's own."""
+    results: ResultStore
+    if Capability.RESULTS in broker.capabilities:
+        yield JobStates(broker, broker.results())
+        return
+    results = open_results(f"{REDIS_URL}?prefix=conveyor-test-{secrets.token_hex(4)}:")
+    try:
+        await results.connect()
+    except BrokerUnavailable as error:
+        unavailable(f"the Redis result store is unreachable: {error}")
+    try:
+        yield JobStates(broker, results)
+    finally:
+        await results.close()

@@ -123,7 +123,9 @@ async def test_dead_letters_keep_their_routing_key_without_a_dead_letter_routing
     assert (death["exchange"], death["routing-keys"]) == (src, ["orders.created"])
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.DEAD_LETTER, Capability.LEASES)
+@pytest.mark.needs(
+    Capability.QUEUES, Capability.DEAD_LETTER, Capability.DELIVERY_LIMIT, Capability.LEASES
+)
 async def test_message_past_its_delivery_limit_is_dead_lettered_with_reason_delivery_limit(
     broker: Broker, name: str
 ) -> None:
@@ -145,7 +147,9 @@ async def test_message_past_its_delivery_limit_is_dead_lettered_with_reason_deli
     assert (await broker.queue_stats(name)).depth == 0
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.DEAD_LETTER, Capability.LEASES)
+@pytest.mark.needs(
+    Capability.QUEUES, Capability.DEAD_LETTER, Capability.DELIVERY_LIMIT, Capability.LEASES
+)
 async def test_message_under_its_delivery_limit_is_still_delivered(
     broker: Broker, name: str
 ) -> None:
@@ -163,7 +167,9 @@ async def test_message_under_its_delivery_limit_is_still_delivered(
     assert await broker.get(dlq) is None
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.DEAD_LETTER, Capability.LEASES)
+@pytest.mark.needs(
+    Capability.QUEUES, Capability.DEAD_LETTER, Capability.DELIVERY_LIMIT, Capability.LEASES
+)
 async def test_poison_message_is_skipped_and_the_next_one_delivered(
     broker: Broker, name: str
 ) -> None:
@@ -178,6 +184,25 @@ async def test_poison_message_is_skipped_and_the_next_one_delivered(
 
     assert bodies(deliveries) == [b"good"]
     assert bodies(await broker.receive(dlq, max_messages=10)) == [b"poison"]
+
+
+@pytest.mark.needs(Capability.QUEUES, Capability.DEAD_LETTER, Capability.DELIVERY_LIMIT)
+async def test_requeued_message_is_dead_lettered_once_past_its_delivery_limit(
+    broker: Broker, name: str
+) -> None:
+    dlq = f"{name}.dlq"
+    await broker.declare_queue(QueueSpec(dlq))
+    await broker.declare_queue(dead_lettering_to(name, dlq, delivery_limit=2))
+    (message,) = await publish_bodies(broker, name, b"poison")
+    for attempt in (1, 2):
+        (delivery,) = await broker.receive(name, wait=1)
+        assert delivery.delivery_count == attempt
+        await broker.nack(delivery, requeue=True)
+
+    assert await broker.receive(name, wait=0.5) == []
+    (dead,) = await broker.receive(dlq, wait=2)
+    assert dead.message.id == message.id
+    assert deaths(dead)[0]["queue"] == name
 
 
 @pytest.mark.needs(Capability.QUEUES, Capability.DEAD_LETTER, Capability.EXCHANGES)

@@ -57,6 +57,7 @@ async def test_queue_lease_timeout_is_the_default_lease(broker: Broker, name: st
     await publish_bodies(broker, name, b"a")
     first = await broker.get(name)
     assert first is not None
+    assert first.lease_deadline is not None
     assert first.lease_deadline <= time.time() + LAPSE + 0.1
 
     await asyncio.sleep(PAST_LAPSE)
@@ -94,7 +95,7 @@ async def test_acked_message_is_not_redelivered_after_its_lease_deadline(
     assert await broker.get(name) is None
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
+@pytest.mark.needs(Capability.QUEUES, Capability.LEASES, Capability.FENCED_ACKS)
 async def test_ack_with_a_lapsed_lease_raises_lease_lost(broker: Broker, name: str) -> None:
     delivery = await lapsed_delivery(broker, name)
 
@@ -104,7 +105,7 @@ async def test_ack_with_a_lapsed_lease_raises_lease_lost(broker: Broker, name: s
     assert (await broker.queue_stats(name)).ready == 1  # it will be redelivered
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
+@pytest.mark.needs(Capability.QUEUES, Capability.LEASES, Capability.FENCED_ACKS)
 async def test_nack_with_a_lapsed_lease_raises_lease_lost(broker: Broker, name: str) -> None:
     delivery = await lapsed_delivery(broker, name)
 
@@ -112,7 +113,7 @@ async def test_nack_with_a_lapsed_lease_raises_lease_lost(broker: Broker, name: 
         await broker.nack(delivery)
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
+@pytest.mark.needs(Capability.QUEUES, Capability.LEASES, Capability.FENCED_ACKS)
 async def test_reject_with_a_lapsed_lease_raises_lease_lost_and_keeps_the_message(
     broker: Broker, name: str
 ) -> None:
@@ -124,7 +125,9 @@ async def test_reject_with_a_lapsed_lease_raises_lease_lost_and_keeps_the_messag
     assert (await broker.queue_stats(name)).ready == 1
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
+@pytest.mark.needs(
+    Capability.QUEUES, Capability.LEASES, Capability.LEASE_EXTENSION, Capability.FENCED_ACKS
+)
 async def test_extend_lease_with_a_lapsed_lease_raises_lease_lost(
     broker: Broker, name: str
 ) -> None:
@@ -134,7 +137,7 @@ async def test_extend_lease_with_a_lapsed_lease_raises_lease_lost(
         await broker.extend_lease(delivery, 5)
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
+@pytest.mark.needs(Capability.QUEUES, Capability.LEASES, Capability.FENCED_ACKS)
 async def test_stale_ack_after_redelivery_raises_lease_lost_and_keeps_the_message(
     broker: Broker, name: str
 ) -> None:
@@ -148,7 +151,7 @@ async def test_stale_ack_after_redelivery_raises_lease_lost_and_keeps_the_messag
     assert (await broker.queue_stats(name)).depth == 0
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
+@pytest.mark.needs(Capability.QUEUES, Capability.LEASES, Capability.FENCED_ACKS)
 async def test_stale_nack_after_redelivery_raises_lease_lost_and_leaves_the_new_lease(
     broker: Broker, name: str
 ) -> None:
@@ -161,7 +164,9 @@ async def test_stale_nack_after_redelivery_raises_lease_lost_and_leaves_the_new_
     await broker.ack(current)
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
+@pytest.mark.needs(
+    Capability.QUEUES, Capability.LEASES, Capability.LEASE_EXTENSION, Capability.FENCED_ACKS
+)
 async def test_stale_extend_after_redelivery_raises_lease_lost_and_leaves_the_new_lease(
     broker: Broker, name: str
 ) -> None:
@@ -174,7 +179,7 @@ async def test_stale_extend_after_redelivery_raises_lease_lost_and_leaves_the_ne
     assert (await broker.queue_stats(name)).depth == 0
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
+@pytest.mark.needs(Capability.QUEUES, Capability.LEASES, Capability.FENCED_ACKS)
 async def test_ack_many_acks_live_leases_then_raises_lease_lost_for_lapsed_ones(
     broker: Broker, name: str
 ) -> None:
@@ -194,7 +199,7 @@ async def test_ack_many_acks_live_leases_then_raises_lease_lost_for_lapsed_ones(
     assert bodies(await broker.receive(name, max_messages=10)) == [b"lapsed"]
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
+@pytest.mark.needs(Capability.QUEUES, Capability.LEASES, Capability.LEASE_EXTENSION)
 async def test_extend_lease_keeps_the_message_away_past_the_original_deadline(
     broker: Broker, name: str
 ) -> None:
@@ -204,6 +209,8 @@ async def test_extend_lease_keeps_the_message_away_past_the_original_deadline(
     assert delivery is not None
 
     extended = await broker.extend_lease(delivery, 2)
+    assert extended.lease_deadline is not None
+    assert delivery.lease_deadline is not None
     assert extended.lease_deadline >= delivery.lease_deadline + 1
     await asyncio.sleep(0.5)
 
@@ -329,7 +336,7 @@ async def test_consumer_stops_counting_a_delivery_whose_lease_lapsed(
     assert second.message.body in (b"a", b"b")
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
+@pytest.mark.needs(Capability.QUEUES, Capability.LEASES, Capability.UNCOUNTED_RELEASE)
 async def test_released_messages_come_back_at_once_without_counting_a_delivery(
     broker: Broker, name: str
 ) -> None:
@@ -345,7 +352,7 @@ async def test_released_messages_come_back_at_once_without_counting_a_delivery(
     assert (await broker.queue_stats(name)).unacked == 2
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
+@pytest.mark.needs(Capability.QUEUES, Capability.LEASES, Capability.UNCOUNTED_RELEASE)
 async def test_a_consumer_releases_uncounted_and_frees_its_prefetch(
     broker: Broker, name: str
 ) -> None:

@@ -9,9 +9,11 @@ import pytest
 
 from conveyor import Broker, Capability, ExchangeSpec, ExchangeType, Message, QueueSpec
 from conveyor.brokers.types import JobStatus, JobSubmission, Settlement, TaskStats
+from conveyor.brokers.results import JobStart
 from conveyor.errors import ConfigError
+from conveyor.tasks.states import JobStates
 
-NEEDS = (Capability.QUEUES, Capability.RESULTS, Capability.DEAD_LETTER)
+NEEDS = (Capability.QUEUES, Capability.DEAD_LETTER)
 
 
 def submission(queue: str, task: str, **options: float) -> JobSubmission:
@@ -23,28 +25,30 @@ def by_task(stats: list[TaskStats]) -> dict[str, TaskStats]:
 
 
 @pytest.mark.needs(*NEEDS)
-async def test_job_stats_count_records_by_task_and_status(broker: Broker, name: str) -> None:
+async def test_job_stats_count_records_by_task_and_status(
+    broker: Broker, states: JobStates, name: str
+) -> None:
     dlq = f"{name}.dlq"
     await broker.declare_queue(QueueSpec(dlq))
     await broker.declare_queue(
         QueueSpec(name, dead_letter_exchange="", dead_letter_routing_key=dlq)
     )
-    await broker.submit_jobs(
+    await states.submit(
         [submission(name, "mail") for _ in range(4)]
         + [submission(name, "mail", delay=60), submission(name, "bill")]
     )
     first, second, third = await broker.receive(name, max_messages=3)
     now = time.time()
-    await broker.settle(
+    await states.settle(
         [
             Settlement(first, JobStatus.SUCCEEDED, now - 0.3, result=1),
             Settlement(second, JobStatus.DEAD, now - 2.0, error={"type": "E"}),
         ]
     )
-    assert third.message.id  # leased, so its job is running
+    await states.start([JobStart(third.message.id, 1, now, "w1")])  # running
 
-    stats = by_task(await broker.job_stats(buckets=[0.25, 1.0]))
-    assert [entry.task for entry in await broker.job_stats()] == ["bill", "mail"]
+    stats = by_task(await states.results.job_stats(buckets=[0.25, 1.0]))
+    assert [entry.task for entry in await states.results.job_stats()] == ["bill", "mail"]
     mail = stats["mail"]
     assert dict(mail.statuses) == {
         JobStatus.SUCCEEDED: 1,
@@ -63,21 +67,23 @@ async def test_job_stats_count_records_by_task_and_status(broker: Broker, name: 
 
 
 @pytest.mark.needs(*NEEDS)
-async def test_job_stats_since_counts_only_records_updated_since(broker: Broker, name: str) -> None:
+async def test_job_stats_since_counts_only_records_updated_since(
+    broker: Broker, states: JobStates, name: str
+) -> None:
     await broker.declare_queue(QueueSpec(name))
-    await broker.submit_jobs([submission(name, "old")])
+    await states.submit([submission(name, "old")])
     later = time.time() + 0.05
     await asyncio.sleep(0.1)
-    await broker.submit_jobs([submission(name, "new")])
-    assert [entry.task for entry in await broker.job_stats(since=later)] == ["new"]
-    assert await broker.job_stats(since=time.time() + 60) == []
+    await states.submit([submission(name, "new")])
+    assert [entry.task for entry in await states.results.job_stats(since=later)] == ["new"]
+    assert await states.results.job_stats(since=time.time() + 60) == []
 
 
-@pytest.mark.needs(Capability.RESULTS)
+@pytest.mark.needs(Capability.QUEUES)
 @pytest.mark.parametrize("buckets", [[1.0, 0.5], [0.0, 1.0], [1.0, 1.0], [float("inf")]])
-async def test_job_stats_refuse_bad_buckets(broker: Broker, buckets: list[float]) -> None:
+async def test_job_stats_refuse_bad_buckets(states: JobStates, buckets: list[float]) -> None:
     with pytest.raises(ConfigError, match="buckets"):
-        await broker.job_stats(buckets=buckets)
+        await states.results.job_stats(buckets=buckets)
 
 
 @pytest.mark.needs(Capability.EXCHANGES)

@@ -1,4 +1,7 @@
-"""Job records, settlement, browsing and moving, worker registry and shared rate limits."""
+"""The job state machine on each broker and its result store; browsing and moving.
+
+Brokers without a result store of their own run these with the Redis one (see conftest).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,11 @@ import pytest
 
 from conveyor import Broker, Capability, Message, QueueSpec
 from conveyor.brokers.types import JobStatus, JobSubmission, Settlement, WorkerInfo
-from conveyor.errors import JobNotFound
+from conveyor.errors import ConveyorError, JobNotFound
+from conveyor.brokers.results import JobStart
+from conveyor.tasks.states import JobStates
 
-NEEDS = (Capability.QUEUES, Capability.RESULTS, Capability.DEAD_LETTER)
+NEEDS = (Capability.QUEUES, Capability.DEAD_LETTER)
 
 
 async def declare_with_dlq(broker: Broker, name: str) -> str:
@@ -28,58 +33,64 @@ def submission(name: str, body: bytes = b"{}", **options: object) -> JobSubmissi
 
 
 @pytest.mark.needs(*NEEDS)
-async def test_submitted_job_is_queued_and_its_message_enqueued(broker: Broker, name: str) -> None:
+async def test_submitted_job_is_queued_and_its_message_enqueued(
+    broker: Broker, states: JobStates, name: str
+) -> None:
     await declare_with_dlq(broker, name)
-    (record,) = await broker.submit_jobs([submission(name)])
+    (record,) = await states.submit([submission(name)])
     assert record.status is JobStatus.QUEUED
-    assert (await broker.get_job(record.id)).status is JobStatus.QUEUED
+    assert (await states.results.get_job(record.id)).status is JobStatus.QUEUED
     (delivery,) = await broker.receive(name)
     assert delivery.message.id == record.id
 
 
 @pytest.mark.needs(*NEEDS)
-async def test_delayed_job_is_scheduled_until_due(broker: Broker, name: str) -> None:
+async def test_delayed_job_is_scheduled_until_due(
+    broker: Broker, states: JobStates, name: str
+) -> None:
     await declare_with_dlq(broker, name)
-    (record,) = await broker.submit_jobs([submission(name, delay=30)])
+    (record,) = await states.submit([submission(name, delay=30)])
     assert record.status is JobStatus.SCHEDULED
     assert record.scheduled_for is not None
     assert record.scheduled_for > time.time() + 25
     assert await broker.receive(name) == []
 
 
-@pytest.mark.needs(*NEEDS)
-async def test_job_is_running_while_its_message_is_leased(broker: Broker, name: str) -> None:
+@pytest.mark.needs(*NEEDS, Capability.ATOMIC_SETTLE)
+async def test_job_is_running_while_its_message_is_leased(
+    broker: Broker, states: JobStates, name: str
+) -> None:
     await declare_with_dlq(broker, name)
-    (record,) = await broker.submit_jobs([submission(name)])
+    (record,) = await states.submit([submission(name)])
     (delivery,) = await broker.receive(name)
-    assert (await broker.get_job(record.id)).status is JobStatus.RUNNING
+    assert (await states.results.get_job(record.id)).status is JobStatus.RUNNING
     await broker.nack(delivery)
-    assert (await broker.get_job(record.id)).status is JobStatus.QUEUED
+    assert (await states.results.get_job(record.id)).status is JobStatus.QUEUED
 
 
 @pytest.mark.needs(*NEEDS)
 async def test_same_idempotency_key_within_window_returns_the_existing_job(
-    broker: Broker, name: str
+    broker: Broker, states: JobStates, name: str
 ) -> None:
     await declare_with_dlq(broker, name)
-    first, second = await broker.submit_jobs(
+    first, second = await states.submit(
         [submission(name, idempotency_key="k1"), submission(name, idempotency_key="k1")]
     )
-    (third,) = await broker.submit_jobs([submission(name, idempotency_key="k1")])
+    (third,) = await states.submit([submission(name, idempotency_key="k1")])
     assert first.id == second.id == third.id
     assert (await broker.queue_stats(name)).ready == 1
 
 
 @pytest.mark.needs(*NEEDS)
 async def test_idempotency_key_outside_its_window_makes_a_new_job(
-    broker: Broker, name: str
+    broker: Broker, states: JobStates, name: str
 ) -> None:
     await declare_with_dlq(broker, name)
-    (first,) = await broker.submit_jobs(
+    (first,) = await states.submit(
         [submission(name, idempotency_key="k", idempotency_window=0.05)]
     )
     await asyncio.sleep(0.1)
-    (second,) = await broker.submit_jobs(
+    (second,) = await states.submit(
         [submission(name, idempotency_key="k", idempotency_window=0.05)]
     )
     assert first.id != second.id
@@ -87,34 +98,38 @@ async def test_idempotency_key_outside_its_window_makes_a_new_job(
 
 
 @pytest.mark.needs(*NEEDS)
-async def test_settling_success_acks_and_stores_the_result(broker: Broker, name: str) -> None:
+async def test_settling_success_acks_and_stores_the_result(
+    broker: Broker, states: JobStates, name: str
+) -> None:
     await declare_with_dlq(broker, name)
-    (record,) = await broker.submit_jobs([submission(name)])
+    (record,) = await states.submit([submission(name)])
     (delivery,) = await broker.receive(name)
     started = time.time()
-    lost = await broker.settle(
+    lost = await states.settle(
         [Settlement(delivery, JobStatus.SUCCEEDED, started, result={"sent": 3})]
     )
     assert lost == []
-    job = await broker.get_job(record.id)
+    job = await states.results.get_job(record.id)
     assert job.status is JobStatus.SUCCEEDED
     assert job.result == {"sent": 3}
     assert job.attempts == 1
     assert job.first_attempt_at == pytest.approx(started, abs=0.002)
     assert (await broker.queue_stats(name)).depth == 0
-    assert await broker.succeeded_keys(["nope"]) == set()
+    assert await states.results.succeeded_keys(["nope"]) == set()
 
 
 @pytest.mark.needs(*NEEDS)
-async def test_settling_a_retry_requeues_after_the_delay(broker: Broker, name: str) -> None:
+async def test_settling_a_retry_requeues_after_the_delay(
+    broker: Broker, states: JobStates, name: str
+) -> None:
     await declare_with_dlq(broker, name)
-    (record,) = await broker.submit_jobs([submission(name)])
+    (record,) = await states.submit([submission(name)])
     (delivery,) = await broker.receive(name)
     error = {"type": "TimeoutError", "message": "smtp", "traceback": "..."}
-    await broker.settle(
+    await states.settle(
         [Settlement(delivery, JobStatus.RETRYING, time.time(), error=error, retry_delay=0.3)]
     )
-    job = await broker.get_job(record.id)
+    job = await states.results.get_job(record.id)
     assert job.status is JobStatus.RETRYING
     assert job.error == error
     assert await broker.receive(name) == []
@@ -124,15 +139,15 @@ async def test_settling_a_retry_requeues_after_the_delay(broker: Broker, name: s
 
 @pytest.mark.needs(*NEEDS)
 async def test_settling_dead_moves_the_message_to_the_dlq_with_a_failure_record(
-    broker: Broker, name: str
+    broker: Broker, states: JobStates, name: str
 ) -> None:
     dlq = await declare_with_dlq(broker, name)
-    (record,) = await broker.submit_jobs([submission(name, b'{"x":1}')])
+    (record,) = await states.submit([submission(name, b'{"x":1}')])
     (delivery,) = await broker.receive(name)
     error = {"type": "ValueError", "message": "bad address", "traceback": "Traceback..."}
-    await broker.settle([Settlement(delivery, JobStatus.DEAD, 1000.0, worker="w1", error=error)])
-    assert (await broker.get_job(record.id)).status is JobStatus.DEAD
-    (dead,) = await broker.browse(dlq)
+    await states.settle([Settlement(delivery, JobStatus.DEAD, 1000.0, worker="w1", error=error)])
+    assert (await states.results.get_job(record.id)).status is JobStatus.DEAD
+    (dead,) = await broker.receive(dlq)
     assert dead.message.id == record.id
     assert dead.message.body == b'{"x":1}'
     failure = dead.message.headers["x-failure"]
@@ -145,39 +160,43 @@ async def test_settling_dead_moves_the_message_to_the_dlq_with_a_failure_record(
     assert dead.message.headers["x-death"][0]["queue"] == name
 
 
-@pytest.mark.needs(*NEEDS)
-async def test_settling_a_lapsed_lease_changes_nothing(broker: Broker, name: str) -> None:
+@pytest.mark.needs(*NEEDS, Capability.LEASES, Capability.FENCED_ACKS)
+async def test_settling_a_lapsed_lease_changes_nothing(
+    broker: Broker, states: JobStates, name: str
+) -> None:
     await declare_with_dlq(broker, name)
-    (record,) = await broker.submit_jobs([submission(name)])
+    (record,) = await states.submit([submission(name)])
     (delivery,) = await broker.receive(name, lease_timeout=0.1)
     await asyncio.sleep(0.2)
     settlement = Settlement(delivery, JobStatus.SUCCEEDED, time.time(), result=1)
-    assert await broker.settle([settlement]) == [settlement]
-    assert (await broker.get_job(record.id)).status is JobStatus.QUEUED
+    assert await states.settle([settlement]) == [settlement]
+    assert (await states.results.get_job(record.id)).status is JobStatus.QUEUED
     assert (await broker.queue_stats(name)).ready == 1
 
 
 @pytest.mark.needs(*NEEDS)
-async def test_moving_dead_letters_back_requeues_their_jobs(broker: Broker, name: str) -> None:
+async def test_moving_dead_letters_back_requeues_their_jobs(
+    broker: Broker, states: JobStates, name: str
+) -> None:
     dlq = await declare_with_dlq(broker, name)
-    records = await broker.submit_jobs([submission(name), submission(name)])
+    records = await states.submit([submission(name), submission(name)])
     deliveries = await broker.receive(name, max_messages=2)
-    await broker.settle(
+    await states.settle(
         [Settlement(d, JobStatus.DEAD, time.time(), error={"type": "E"}) for d in deliveries]
     )
-    moved = await broker.move_messages(dlq, name, message_ids=[records[0].id])
+    moved = await states.replay(dlq, name, job_ids=[records[0].id])
     assert moved == 1
-    assert (await broker.get_job(records[0].id)).status is JobStatus.QUEUED
-    assert (await broker.get_job(records[1].id)).status is JobStatus.DEAD
+    assert (await states.results.get_job(records[0].id)).status is JobStatus.QUEUED
+    assert (await states.results.get_job(records[1].id)).status is JobStatus.DEAD
     (replayed,) = await broker.receive(name)
     assert replayed.message.id == records[0].id
     assert replayed.delivery_count == 1
-    assert await broker.move_messages(dlq, name) == 1
+    assert await states.replay(dlq, name) == 1
 
 
-@pytest.mark.needs(*NEEDS)
+@pytest.mark.needs(Capability.QUEUES, Capability.BROWSE)
 async def test_browse_shows_messages_in_delivery_order_without_leasing(
-    broker: Broker, name: str
+    broker: Broker, states: JobStates, name: str
 ) -> None:
     await broker.declare_queue(QueueSpec(name))
     await broker.publish_batch([Message(bytes([i]), routing_key=name) for i in range(5)])
@@ -187,42 +206,98 @@ async def test_browse_shows_messages_in_delivery_order_without_leasing(
     assert (await broker.queue_stats(name)).ready == 5
 
 
-@pytest.mark.needs(*NEEDS)
+@pytest.mark.needs(*NEEDS, Capability.ATOMIC_SETTLE)
 async def test_progress_is_stored_and_cancel_only_stops_jobs_not_started(
-    broker: Broker, name: str
+    broker: Broker, states: JobStates, name: str
 ) -> None:
     await declare_with_dlq(broker, name)
-    waiting, started = await broker.submit_jobs([submission(name), submission(name)])
-    assert await broker.cancel_job(waiting.id)
-    assert (await broker.get_job(waiting.id)).status is JobStatus.CANCELLED
+    waiting, started = await states.submit([submission(name), submission(name)])
+    assert await states.results.cancel_job(waiting.id)
+    assert (await states.results.get_job(waiting.id)).status is JobStatus.CANCELLED
     (delivery,) = await broker.receive(name)
     assert delivery.message.id == started.id
-    await broker.set_progress(started.id, {"done": 5, "total": 10})
-    assert (await broker.get_job(started.id)).progress == {"done": 5, "total": 10}
-    assert not await broker.cancel_job(started.id)
+    await states.results.set_progress(started.id, {"done": 5, "total": 10})
+    assert (await states.results.get_job(started.id)).progress == {"done": 5, "total": 10}
+    assert not await states.results.cancel_job(started.id)
     with pytest.raises(JobNotFound):
-        await broker.get_job("no-such-job")
+        await states.results.get_job("no-such-job")
 
 
 @pytest.mark.needs(*NEEDS)
-async def test_workers_heartbeat_list_and_forget(broker: Broker, name: str) -> None:
+async def test_workers_heartbeat_list_and_forget(
+    broker: Broker, states: JobStates, name: str
+) -> None:
     now = time.time()
     worker = WorkerInfo(name, "host", 42, ("default",), now, now, running=2, processed=9)
-    await broker.heartbeat(worker)
-    (listed,) = [w for w in await broker.list_workers() if w.id == name]
+    await states.results.heartbeat(worker)
+    (listed,) = [w for w in await states.results.list_workers() if w.id == name]
     assert listed.queues == ("default",)
     assert listed.processed == 9
     assert listed.heartbeat_at >= now - 0.01
-    await broker.forget_worker(name)
-    assert all(w.id != name for w in await broker.list_workers())
+    await states.results.forget_worker(name)
+    assert all(w.id != name for w in await states.results.list_workers())
 
 
 @pytest.mark.needs(*NEEDS)
 async def test_rate_limit_bucket_allows_a_burst_then_says_how_long_to_wait(
-    broker: Broker, name: str
+    broker: Broker, states: JobStates, name: str
 ) -> None:
-    waits = [await broker.acquire_rate(name, per_second=10, burst=3) for _ in range(4)]
+    waits = [await states.results.acquire_rate(name, per_second=10, burst=3) for _ in range(4)]
     assert waits[:3] == [0.0, 0.0, 0.0]
     assert 0.05 < waits[3] <= 0.1
     await asyncio.sleep(waits[3] + 0.01)
-    assert await broker.acquire_rate(name, per_second=10, burst=3) == 0.0
+    assert await states.results.acquire_rate(name, per_second=10, burst=3) == 0.0
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_started_jobs_are_running_and_a_finished_job_keeps_its_first_attempt(
+    broker: Broker, states: JobStates, name: str
+) -> None:
+    await declare_with_dlq(broker, name)
+    (record,) = await states.submit([submission(name)])
+    (delivery,) = await broker.receive(name)
+    first = time.time() - 5
+    await states.start([JobStart(record.id, 1, first, "w1")])
+    if not states.atomic:  # atomic brokers read running off the live lease instead
+        assert (await states.results.get_job(record.id)).status is JobStatus.RUNNING
+    await states.settle([Settlement(delivery, JobStatus.RETRYING, first, retry_delay=0.0)])
+    (again,) = await broker.receive(name, wait=2)
+    await states.start([JobStart(record.id, 2, time.time(), "w1")])
+    await states.settle([Settlement(again, JobStatus.SUCCEEDED, time.time(), result="ok")])
+    job = await states.results.get_job(record.id)
+    assert job.status is JobStatus.SUCCEEDED
+    assert job.attempts == 2
+    assert job.first_attempt_at == pytest.approx(first, abs=0.002)
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_cancelled_waiting_job_is_reported_and_a_finished_one_cannot_be_cancelled(
+    broker: Broker, states: JobStates, name: str
+) -> None:
+    await declare_with_dlq(broker, name)
+    waiting, started = await states.submit([submission(name), submission(name)])
+    assert await states.results.cancel_job(waiting.id)
+    assert (await states.results.get_job(waiting.id)).status is JobStatus.CANCELLED
+    assert await states.results.cancelled([waiting.id, started.id]) == {waiting.id}
+    deliveries = await broker.receive(name, max_messages=2, wait=1)
+    finishing = next(d for d in deliveries if d.message.id == started.id)
+    await states.results.set_progress(started.id, {"done": 5, "total": 10})
+    assert (await states.results.get_job(started.id)).progress == {"done": 5, "total": 10}
+    await states.settle([Settlement(finishing, JobStatus.SUCCEEDED, time.time())])
+    assert not await states.results.cancel_job(started.id)
+    with pytest.raises(JobNotFound):
+        await states.results.get_job("no-such-job")
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_a_failed_publish_discards_the_record_so_the_key_can_be_used_again(
+    broker: Broker, states: JobStates, name: str
+) -> None:
+    keyed = submission(f"{name}-missing", idempotency_key=f"{name}-key")
+    with pytest.raises(ConveyorError):
+        await states.submit([keyed])  # no such queue: unroutable
+    await declare_with_dlq(broker, name)
+    (record,) = await states.submit([submission(name, idempotency_key=f"{name}-key")])
+    assert (await states.results.get_job(record.id)).status is JobStatus.QUEUED
+    (delivery,) = await broker.receive(name, wait=1)
+    assert delivery.message.id == record.id

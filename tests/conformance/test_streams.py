@@ -72,6 +72,7 @@ async def test_topic_changes_that_would_lose_data_are_refused(broker: Broker, na
     assert info.records == 2
 
 
+@pytest.mark.needs(Capability.REPLAY)
 async def test_records_get_dense_offsets_and_come_back_in_order(broker: Broker, name: str) -> None:
     await broker.create_topic(TopicSpec(name))
     first = await broker.produce(name, values(b"a", b"b", b"c"))
@@ -153,6 +154,7 @@ async def test_offsets_by_position_and_by_time(broker: Broker, name: str) -> Non
         await broker.list_offsets([tp], at="middle")
 
 
+@pytest.mark.needs(Capability.IDEMPOTENT_PRODUCE)
 async def test_a_retried_idempotent_batch_is_not_appended_twice(broker: Broker, name: str) -> None:
     await broker.create_topic(TopicSpec(name))
     first = await broker.produce(name, values(b"a", b"b"), batch=ProducerBatch("p1", 0))
@@ -165,6 +167,7 @@ async def test_a_retried_idempotent_batch_is_not_appended_twice(broker: Broker, 
     assert await read_all(broker, name) == [b"a", b"b", b"c"]
 
 
+@pytest.mark.needs(Capability.RETENTION)
 async def test_time_retention_moves_the_log_start(broker: Broker, name: str) -> None:
     await broker.create_topic(TopicSpec(name, 1, TopicConfig(retention=60)))
     old = time.time() - 120
@@ -179,6 +182,7 @@ async def test_time_retention_moves_the_log_start(broker: Broker, name: str) -> 
     assert await broker.list_offsets([tp], at="earliest") == {tp: 3}
 
 
+@pytest.mark.needs(Capability.RETENTION)
 async def test_size_retention_keeps_the_newest_bytes(broker: Broker, name: str) -> None:
     await broker.create_topic(TopicSpec(name, 1, TopicConfig(retention_bytes=30)))
     await broker.produce(name, values(*[b"0123456789"] * 5))
@@ -187,6 +191,7 @@ async def test_size_retention_keeps_the_newest_bytes(broker: Broker, name: str) 
     assert (info.start, info.end, info.records, info.bytes) == (2, 5, 3, 30)
 
 
+@pytest.mark.needs(Capability.RETENTION, Capability.COMPACTION)
 async def test_compaction_keeps_the_latest_value_per_key(broker: Broker, name: str) -> None:
     config = TopicConfig(cleanup_policy=CleanupPolicy.COMPACT, delete_retention=0)
     await broker.create_topic(TopicSpec(name, 1, config))
@@ -208,6 +213,7 @@ async def test_compaction_keeps_the_latest_value_per_key(broker: Broker, name: s
         await broker.produce(name, values(b"no key"))
 
 
+@pytest.mark.needs(Capability.CONSUMER_GROUPS, Capability.TRANSACTIONAL_PRODUCE)
 async def test_produce_and_commit_happen_together_or_not_at_all(broker: Broker, name: str) -> None:
     await broker.create_topic(TopicSpec(name))
     await broker.create_topic(TopicSpec(f"{name}-out"))
@@ -224,6 +230,7 @@ async def test_produce_and_commit_happen_together_or_not_at_all(broker: Broker, 
     await broker.leave_group(f"{name}-g", member.member_id)
 
 
+@pytest.mark.needs(Capability.RETENTION, Capability.COMPACTION)
 async def test_turning_compaction_on_compacts_what_was_written_before(
     broker: Broker, name: str
 ) -> None:

@@ -153,7 +153,7 @@ async def test_message_dropped_for_max_length_is_dead_lettered_with_reason_maxle
     assert [(e["queue"], e["reason"]) for e in deaths(dead[0])] == [(name, "maxlen")]
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.MAX_LENGTH)
+@pytest.mark.needs(Capability.QUEUES, Capability.MAX_LENGTH, Capability.ATOMIC_BATCH_PUBLISH)
 async def test_reject_publish_raises_queue_full_and_stores_nothing_of_the_batch(
     broker: Broker, name: str
 ) -> None:
@@ -203,7 +203,7 @@ async def test_max_bytes_with_drop_head_drops_the_oldest_message(broker: Broker,
     assert await receive_bodies(broker, name) == [b"bbbb", b"cccc"]
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.MAX_LENGTH)
+@pytest.mark.needs(Capability.QUEUES, Capability.MAX_LENGTH, Capability.ATOMIC_BATCH_PUBLISH)
 async def test_max_bytes_with_reject_publish_raises_queue_full_and_stores_nothing(
     broker: Broker, name: str
 ) -> None:
@@ -219,7 +219,7 @@ async def test_max_bytes_with_reject_publish_raises_queue_full_and_stores_nothin
     assert await receive_bodies(broker, name) == [b"aaaa", b"bbbb"]
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.MAX_LENGTH)
+@pytest.mark.needs(Capability.QUEUES, Capability.MAX_LENGTH, Capability.ATOMIC_BATCH_PUBLISH)
 async def test_queue_full_in_one_queue_stores_nothing_in_the_others(
     broker: Broker, name: str
 ) -> None:

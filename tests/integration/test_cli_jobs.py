@@ -100,7 +100,7 @@ def test_dlq_replay_and_purge(cli: Cli, jobs: dict[str, list[str]]) -> None:
 
     result = cli("dlq", "replay", "--id", first)
     assert result.out == "replayed 1 dead job from 'default.dlq' to 'default'\n"
-    assert cli.broker(lambda b: b.get_job(first)).status.value == "queued"
+    assert cli.broker(lambda b: b.results().get_job(first)).status.value == "queued"
     assert cli.broker(lambda b: b.queue_stats("default")).ready == 1
     moved = cli("dlq", "replay", "default", "--to", "retry", "--app", APP, "--json")
     assert moved.json() == {"queue": "default", "to": "retry", "replayed": 2}
@@ -143,15 +143,15 @@ def test_jobs_show_and_cancel(cli: Cli, jobs: dict[str, list[str]], task_app: Ap
 
     waiting = asyncio.run(queue_one())
     assert cli("jobs", "cancel", waiting).out == f"cancelled job '{waiting}'\n"
-    assert cli.broker(lambda b: b.get_job(waiting)).status.value == "cancelled"
+    assert cli.broker(lambda b: b.results().get_job(waiting)).status.value == "cancelled"
 
 
 def test_workers_shows_heartbeats_and_lost_ones(cli: Cli, tmp_path: Path) -> None:
 
     async def beat(broker):
         counts = {"running": 2, "processed": 40, "failed": 1, "concurrency": 8}
-        await broker.heartbeat(WorkerInfo("w-1", "host-a", 11, ("default", "mail"), 0, 0, **counts))
-        await broker.heartbeat(WorkerInfo("w-2", "host-b", 22, ("default",), 0, 0))
+        await broker.results().heartbeat(WorkerInfo("w-1", "host-a", 11, ("default", "mail"), 0, 0, **counts))
+        await broker.results().heartbeat(WorkerInfo("w-2", "host-b", 22, ("default",), 0, 0))
 
     cli.broker(beat)
     with sqlite3.connect(tmp_path / "conveyor.db") as db:  # w-2 went silent 100 s ago

@@ -36,7 +36,7 @@ async def test_enqueue_by_name_answers_202_and_queues_the_job(app: App) -> None:
     assert job["task"] == "mail.send"
     assert job["queue"] == "default"
     broker = await app.abroker()
-    assert (await broker.get_job(job["id"])).status is JobStatus.QUEUED
+    assert (await broker.results().get_job(job["id"])).status is JobStatus.QUEUED
     (waiting,) = await broker.browse("default")
     assert waiting.message.id == job["id"]
     assert loads(waiting.message.body) == {"to": "ada@x", "retries": 0}
@@ -172,7 +172,7 @@ async def test_workers_are_listed_and_lost_ones_marked(app: App) -> None:
     broker = await app.abroker()
     now = time.time()
     for name in ("w-a", "w-b"):
-        await broker.heartbeat(WorkerInfo(name, "host", 1, ("default",), now, now, processed=5))
+        await broker.results().heartbeat(WorkerInfo(name, "host", 1, ("default",), now, now, processed=5))
     async with serve(app, worker_lost_after=0.2) as client:
         fresh = (await client.get("/api/workers", params={"limit": 1})).json()
         await asyncio.sleep(0.3)

@@ -192,6 +192,6 @@ async def test_dead_letters_are_replayed_by_id_to_another_queue_then_purged(app:
     assert error_of(bad_ids, 422)["field"] == "job_ids"
     moved = await broker.browse("retry-later")
     assert [m.message.id for m in moved] == ids[:2]
-    assert (await broker.get_job(ids[0])).status is JobStatus.QUEUED
+    assert (await broker.results().get_job(ids[0])).status is JobStatus.QUEUED
     (back,) = await broker.browse("default")
     assert back.message.id == ids[2]

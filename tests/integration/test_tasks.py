@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conveyor.app import App, dead_letter_queue
+from conveyor.app import App
 from conveyor.brokers.types import JobStatus
 from conveyor.errors import (
     ConfigError,
@@ -24,6 +24,7 @@ from conveyor.errors import (
 )
 from conveyor.message import Message
 from conveyor.tasks.context import job_context
+from conveyor.tasks.states import dead_letter_queue
 from conveyor.worker.consume import Worker
 
 

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.app import App, dead_letter_queue
+from conveyor.app import App
 from conveyor.brokers.base import Broker
 from conveyor.brokers.types import JobStatus, WorkerInfo
+from conveyor.tasks.states import dead_letter_queue
 from conveyor.tasks.task import IDEMPOTENCY_HEADER
 from tests.reliability.children import ChildProcess
 from tests.reliability.tasks import (

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,11 +50,81 @@ def test_pure_modules_do_no_io(module: str) -> None:
     assert not bad, f"{module}.py imports {bad}"
 
 
+APP_AND_ABOVE = (
+    "conveyor.app",
+    "conveyor.worker",
+    "conveyor.server",
+    "conveyor.cli",
+    "conveyor.demo",
+)
+
+
 def test_backends_never_import_the_layers_above_them() -> None:
-    above = ("conveyor.app", "conveyor.worker", "conveyor.server", "conveyor.cli", "conveyor.demo")
+    above = (*APP_AND_ABOVE, "conveyor.tasks", "conveyor.events")
     for path in (SRC / "brokers").rglob("*.py"):
         bad = {name for name in imports_of(path) if name.startswith(above)}
         assert not bad, f"{path.relative_to(SRC)} imports {bad}"
+
+
+@pytest.mark.parametrize("layer", ["tasks", "events"])
+def test_tasks_and_events_never_import_the_app_or_worker(layer: str) -> None:
+    for path in (SRC / layer).rglob("*.py"):
+        bad = {name for name in imports_of(path) if name.startswith(APP_AND_ABOVE)}
+        assert not bad, f"{path.relative_to(SRC)} imports {bad}"
+
+
+def test_importing_conveyor_loads_no_engine() -> None:
+    code = (
+        "import sys, conveyor\n"
+        "loaded = [m for m in ('sqlite3', 'conveyor.brokers.embedded', 'aio_pika', 'redis')"
+        " if m in sys.modules]\n"
+        "print(','.join(loaded))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert shown == ""
+
+
+SCHEMES = {"sqlite", "memory", "amqp", "amqps", "redis", "rediss", "unix", "kafka"}
+
+
+def _tests_a_scheme(node: ast.AST) -> bool:
+    """A comparison with, or a ``startswith`` of, a URL scheme written out."""
+
+    def is_scheme(value: ast.AST) -> bool:
+        return (
+            isinstance(value, ast.Constant)
+            and isinstance(value.value, str)
+            and value.value.rstrip(":/") in SCHEMES
+        )
+
+    if isinstance(node, ast.Compare):
+        return any(is_scheme(part) for part in [node.left, *node.comparators])
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        if node.func.attr in ("startswith", "endswith"):
+            return any(is_scheme(arg) for arg in node.args)
+    return False
+
+
+ENGINE_ERRORS = {"DatabaseLocked", "DatabaseError", "NotAConveyorDatabase", "SchemaTooNew"}
+
+
+@pytest.mark.parametrize("layer", ["cli", "server", "worker", "tasks", "events", "app.py"])
+def test_clients_of_the_seam_never_test_url_schemes_or_catch_engine_errors(layer: str) -> None:
+    root = SRC / layer
+    for path in [root] if root.is_file() else sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        where = path.relative_to(SRC)
+        assert not [n for n in ast.walk(tree) if _tests_a_scheme(n)], f"{where} tests a scheme"
+        caught = {
+            name.id if isinstance(name, ast.Name) else getattr(name, "attr", "")
+            for handler in ast.walk(tree)
+            if isinstance(handler, ast.ExceptHandler) and handler.type is not None
+            for name in ast.walk(handler.type)
+            if isinstance(name, ast.Name | ast.Attribute)
+        }
+        assert not caught & ENGINE_ERRORS, f"{where} catches {caught & ENGINE_ERRORS}"
 
 
 def test_only_the_broker_registry_names_concrete_backends() -> None:

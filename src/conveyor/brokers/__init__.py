@@ -43,7 +43,9 @@ def _load(scheme: str, entry: tuple[str, str, str | None]) -> Any:
 def _scheme(url: str, known: dict[str, Any], what: str) -> str:
     scheme = BrokerURL.parse(url).scheme
     if scheme not in known:
-        raise ConfigError(f"unknown {what} URL scheme {scheme!r}; known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"unknown {what} URL scheme {scheme!r}; known: {', '.join(sorted(known))}"
+        )
     return scheme
 
 

@@ -37,7 +37,6 @@ from conveyor.brokers.stream_types import (
     TopicSpec,
 )
 from conveyor.brokers.types import (
-    DURATION_BUCKETS,
     Binding,
     Delivery,
     ExchangeSpec,
@@ -48,7 +47,6 @@ from conveyor.brokers.types import (
     QueueSpec,
     QueueStats,
     Settlement,
-    TaskStats,
     seconds,
 )
 from conveyor.errors import ConfigError, LeaseLost, NotSupported
@@ -71,6 +69,9 @@ class Broker(ABC):
 
     scheme: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]]
+    private_store: ClassVar[bool] = False
+    """The store exists only on this connection (an in-memory database): another
+    connection to the same URL sees another, empty store."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -103,6 +104,13 @@ class Broker(ABC):
         await self.close()
 
     # lifecycle
+
+    def missing_store(self) -> str | None:
+        """What ``connect`` would create because it is not there (a database file), or None.
+
+        Admin commands that only read refuse to run on a store that does not exist yet.
+        """
+        return None
 
     @abstractmethod
     async def connect(self) -> None:

@@ -17,13 +17,16 @@ from datetime import datetime
 from typing import Any
 
 from conveyor.app import App
+from conveyor.brokers import open_broker
 from conveyor.brokers.base import Broker
+from conveyor.brokers.results import ResultStore
 from conveyor.cli.output import print_json
 from conveyor.errors import ConfigError
-from conveyor.settings import BrokerURL
+from conveyor.settings import mask_url
 
 DEFAULT_BROKER_URL = "sqlite:///conveyor.db"
 BROKER_URL_ENV = "CONVEYOR_BROKER_URL"
+RESULTS_URL_ENV = "CONVEYOR_RESULTS_URL"
 
 
 class UsageError(Exception):
@@ -42,6 +45,10 @@ class Context:
     @property
     def json(self) -> bool:
         return bool(self.arguments.json)
+
+    async def results(self) -> ResultStore:
+        """The App's result store (the broker's own unless ``--results`` names one)."""
+        return await self.app.aresults()
 
     def done(self, data: Any, line: str) -> int:
         """Report a finished change: ``data`` under --json, else ``line``; exit status 0."""
@@ -65,6 +72,11 @@ def admin_options() -> argparse.ArgumentParser:
     )
     source.add_argument(
         "--app", metavar="MODULE:APP", help="use this App's broker URL and task registry"
+    )
+    options.add_argument(
+        "--results",
+        metavar="URL",
+        help=f"result store URL (default: ${RESULTS_URL_ENV}, else the broker's own)",
     )
     options.add_argument("--json", action="store_true", help="print JSON instead of a table")
     options.add_argument(
@@ -107,9 +119,12 @@ def _handler(command: Command, creates: bool) -> Callable[[argparse.Namespace], 
         if from_app:
             app = load_app(arguments.app)
         else:
-            app = App(arguments.broker or os.environ.get(BROKER_URL_ENV) or DEFAULT_BROKER_URL)
+            app = App(
+                arguments.broker or os.environ.get(BROKER_URL_ENV) or DEFAULT_BROKER_URL,
+                results_url=arguments.results or os.environ.get(RESULTS_URL_ENV) or None,
+            )
         if not creates:
-            check_database_exists(app.broker_url)
+            check_store_exists(app)
         return asyncio.run(_run(command, arguments, app, from_app))
 
     return handler
@@ -123,13 +138,12 @@ async def _run(command: Command, arguments: argparse.Namespace, app: App, from_a
         await app.aclose()
 
 
-def check_database_exists(url: str) -> None:
-    """Refuse to read from a database file that is not there (opening would create it)."""
-    parsed = BrokerURL.parse(url)
-    path = parsed.path[1:]
-    if parsed.scheme == "sqlite" and path and not parsed.netloc and not os.path.exists(path):
+def check_store_exists(app: App) -> None:
+    """Refuse to read from a store that is not there (opening would create it empty)."""
+    missing = open_broker(app.broker_url).missing_store()
+    if missing is not None:
         raise ConfigError(
-            f"there is no database at {path!r} (broker {url}); check --broker or "
+            f"there is no {missing} (broker {mask_url(app.broker_url)}); check --broker or "
             f"${BROKER_URL_ENV}, or run from the directory that holds it"
         )
 

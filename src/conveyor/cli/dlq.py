@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conveyor.app import dead_letter_queue
 from conveyor.brokers.types import QueueSpec, as_float
 from conveyor.cli.common import Context, add_command, add_group, argument_type, positive_int
 from conveyor.cli.output import (
@@ -26,6 +25,7 @@ from conveyor.cli.output import (
 )
 from conveyor.errors import ConfigError, QueueNotFound
 from conveyor.tasks.dead_letters import DeadLetter
+from conveyor.tasks.states import dead_letter_queue
 
 PAGE = 500
 

@@ -35,7 +35,7 @@ def _json_text(value: Any) -> str:
 
 
 async def show_job(ctx: Context) -> int:
-    record = await ctx.broker.get_job(ctx.arguments.job_id)
+    record = await (await ctx.results()).get_job(ctx.arguments.job_id)
     if ctx.json:
         print_json(dataclasses.asdict(record))
         return 0
@@ -65,8 +65,9 @@ async def show_job(ctx: Context) -> int:
 
 async def cancel_job(ctx: Context) -> int:
     job_id = ctx.arguments.job_id
-    cancelled = await ctx.broker.cancel_job(job_id)
-    status = (await ctx.broker.get_job(job_id)).status
+    results = await ctx.results()
+    cancelled = await results.cancel_job(job_id)
+    status = (await results.get_job(job_id)).status
     if ctx.json:
         print_json({"job_id": job_id, "cancelled": cancelled, "status": status})
     elif not cancelled:
@@ -92,7 +93,7 @@ async def list_workers(ctx: Context) -> int:
             "heartbeat_at": w.heartbeat_at,
             "lost": w.lost(now, after=ctx.arguments.lost_after),
         }
-        for w in await ctx.broker.list_workers()
+        for w in await (await ctx.results()).list_workers()
     ]
     show(
         ctx.json,

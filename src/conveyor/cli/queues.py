@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from conveyor.brokers.base import Capability
 from conveyor.brokers.types import Overflow, QueueSpec, QueueStats
 from conveyor.cli.common import (
     Context,
@@ -67,12 +66,12 @@ async def queue_spec(ctx: Context, name: str) -> QueueSpec:
 
 
 async def _workers_by_queue(ctx: Context) -> dict[str, int] | None:
-    """Live workers per queue they take from, where the broker keeps a worker registry."""
-    if Capability.RESULTS not in ctx.broker.capabilities:
+    """Live workers per queue they take from, where the App has a result store."""
+    if not ctx.app.has_results(ctx.broker):
         return None
     counts: dict[str, int] = {}
     now = time.time()
-    for worker in await ctx.broker.list_workers():
+    for worker in await (await ctx.results()).list_workers():
         if not worker.lost(now):
             for queue in worker.queues:
                 counts[queue] = counts.get(queue, 0) + 1

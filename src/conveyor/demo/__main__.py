@@ -27,10 +27,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conveyor.app import dead_letter_queue
 from conveyor.demo import newsletter
 from conveyor.demo.smtp import MailServer
 from conveyor.demo.web import http_server
+from conveyor.tasks.states import dead_letter_queue
 
 WORKERS = "1:3"
 

@@ -125,8 +125,8 @@ class Producer:
                 try:
                     metadata = await self.broker.produce(topic, records, batch=batch, commit=commit)
                     break
-                except BrokerUnavailable:
-                    if attempt == self.retries:
+                except BrokerUnavailable as error:
+                    if attempt == self.retries or not error.transient:
                         self._new_identity()  # this call's outcome stays unknown
                         raise
                     await asyncio.sleep(pause)

@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from conveyor.app import dead_letter_queue
 from conveyor.server.api_queues import message_json
 from conveyor.server.errors import ApiError
 from conveyor.server.schemas import PageQuery, ReplayRequest
 from conveyor.server.state import ServerState, get_state
 from conveyor.tasks.dead_letters import DeadLetter, list_dead_letters
+from conveyor.tasks.states import dead_letter_queue
 
 router = APIRouter(prefix="/queues/{queue}/dead-letters", tags=["dead letters"])
 State = Annotated[ServerState, Depends(get_state)]

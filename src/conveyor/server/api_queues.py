@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from conveyor.brokers.base import Capability
+from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.types import ExchangeSpec, ExchangeStats, QueuedMessage, QueueStats
 from conveyor.errors import QueueNotFound, Unroutable
 from conveyor.message import Message

@@ -35,7 +35,6 @@ STATUSES: tuple[tuple[type[errors.ConveyorError], int], ...] = (
     (errors.NoOffset, 409),
     (errors.OffsetOutOfRange, 409),
     (errors.BrokerUnavailable, 503),
-    (errors.DatabaseError, 503),
     (errors.NotSupported, 400),
 )
 

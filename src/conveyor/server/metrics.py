@@ -16,9 +16,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
-from conveyor.brokers.base import Capability
 from conveyor.brokers.types import JobStatus, TaskStats, WorkerInfo
-from conveyor.errors import BrokerUnavailable, DatabaseError
+from conveyor.errors import BrokerUnavailable
 from conveyor.server.state import QueueView, ServerState, get_state
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -158,7 +157,7 @@ async def collect(state: ServerState) -> str:
     try:
         broker = await state.broker()
         await broker.ping()
-    except (BrokerUnavailable, DatabaseError):
+    except BrokerUnavailable:
         out.family("conveyor_broker_up", "gauge", "Whether the broker answers.", [({}, 0)])
         return out.text()
     out.family("conveyor_broker_up", "gauge", "Whether the broker answers.", [({}, 1)])
@@ -174,8 +173,9 @@ async def collect(state: ServerState) -> str:
             for p in g.partitions
         ],
     )
-    if Capability.RESULTS in broker.capabilities:
-        worker_families(out, await broker.list_workers(), state.settings.worker_lost_after)
+    if state.app.has_results(broker):
+        workers = await (await state.app.aresults()).list_workers()
+        worker_families(out, workers, state.settings.worker_lost_after)
     return out.text()
 
 

@@ -4,7 +4,7 @@ Queue statistics cost a scan of the queue on the embedded broker (about 110 ms a
 million messages), and job figures a scan of the kept job records (under a second at a
 million), so the list, metrics and health endpoints reuse them for ``cache_seconds``. A
 mutating API call clears the cache, so its effect shows at once in the next read. Job
-figures are read on the App's background connection (``App.call_sync``), so that the
+figures are read on the App's background connection (``App.call_states``), so that the
 server's event loop keeps answering while SQLite scans.
 """
 
@@ -20,12 +20,14 @@ from typing import Any, TypeVar
 from fastapi import Request
 
 from conveyor.app import App
-from conveyor.brokers.base import Broker, Capability
+from conveyor.brokers.base import Broker
+from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.stream_types import GroupInfo
 from conveyor.brokers.types import QueueSpec, QueueStats, TaskStats
-from conveyor.errors import ConfigError, NotSupported, QueueNotFound
+from conveyor.errors import ConfigError, QueueNotFound
 from conveyor.names import DEAD_LETTER_SUFFIX
 from conveyor.server.settings import ServerSettings
+from conveyor.tasks.states import JobStates
 
 T = TypeVar("T")
 
@@ -122,29 +124,25 @@ class ServerState:
         """Figures of the kept job records, or of those updated within the last ``window``
         seconds ([] for brokers without job records)."""
         broker = await self.broker()
-        if Capability.RESULTS not in broker.capabilities:
+        if not self.app.has_results(broker):
             return []
         buckets = self.settings.duration_buckets
 
         async def load() -> list[TaskStats]:
             since = None if window is None else time.time() - window
-            try:
-                return await self.off_loop(lambda b: b.job_stats(since=since, buckets=buckets))
-            except (NotSupported, NotImplementedError):
-                return []
+            return await self.off_loop(lambda s: s.results.job_stats(since=since, buckets=buckets))
 
         return await self.cache.get(("jobs", window), load)
 
-    async def off_loop(self, call: Callable[[Broker], Awaitable[T]]) -> T:
+    async def off_loop(self, call: Callable[[JobStates], Awaitable[T]]) -> T:
         """Run a long read on the App's background loop and connection, one at a time.
 
-        A private in-memory database (``memory://``) exists only on its own connection, so
-        it is read on the server's loop.
+        A store private to its connection (``memory://``) is read on the server's loop.
         """
-        if self.app.broker_url.startswith("memory:"):
-            return await call(await self.broker())
+        if (await self.broker()).private_store:
+            return await call(await self.app.astates())
         async with self._background:
-            return await asyncio.to_thread(self.app.call_sync, call)
+            return await asyncio.to_thread(self.app.call_states, call)
 
     async def close(self) -> None:
         await self.app.aclose()

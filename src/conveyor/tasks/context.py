@@ -12,11 +12,11 @@ from conveyor.codecs import to_json
 from conveyor.errors import ConveyorError
 
 if TYPE_CHECKING:
-    from conveyor.worker.consume import Worker
+    from conveyor.tasks.host import JobRunner
 
 # What the worker sets per job: just (worker, delivery). The JobContext is built only when
 # task code asks for it, so jobs that never ask cost no object.
-current_job: ContextVar[tuple[Worker, Delivery] | None] = ContextVar(
+current_job: ContextVar[tuple[JobRunner, Delivery] | None] = ContextVar(
     "conveyor_current_job", default=None
 )
 
@@ -26,7 +26,7 @@ class JobContext:
 
     __slots__ = ("_loop", "_loop_thread", "_worker", "attempt", "job_id", "queue")
 
-    def __init__(self, worker: Worker, delivery: Delivery) -> None:
+    def __init__(self, worker: JobRunner, delivery: Delivery) -> None:
         self.job_id = delivery.message.id
         self.attempt = delivery.delivery_count
         self.queue = delivery.queue
@@ -36,8 +36,8 @@ class JobContext:
 
     async def aset_progress(self, progress: Any) -> None:
         """Store progress (any JSON value) for ``Job.progress`` to show."""
-        broker = await self._worker.app.abroker()
-        await broker.set_progress(self.job_id, to_json(progress))
+        results = await self._worker.app.aresults()
+        await results.set_progress(self.job_id, to_json(progress))
 
     def set_progress(self, progress: Any) -> None:
         """``aset_progress`` for sync tasks, which run in worker threads."""

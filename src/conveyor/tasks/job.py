@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import TYPE_CHECKING, Any
 
+from conveyor.brokers.results import ResultStore
 from conveyor.brokers.types import JobRecord, JobStatus
 from conveyor.errors import JobFailed, ResultTimeout
 
 if TYPE_CHECKING:
-    from conveyor.app import App
+    from conveyor.tasks.host import JobHost
 
 
 class Job:
     """The last known state of a job; ``refresh``/``arefresh`` ask the broker again."""
 
-    def __init__(self, app: App, record: JobRecord) -> None:
+    def __init__(self, app: JobHost, record: JobRecord) -> None:
         self.app = app
         self.record = record
 
@@ -44,47 +43,46 @@ class Job:
         return self.record.progress
 
     async def arefresh(self) -> Job:
-        self.record = await (await self.app.abroker()).get_job(self.id)
+        self.record = await (await self.app.aresults()).get_job(self.id)
         return self
 
     def refresh(self) -> Job:
-        self.record = self.app.call_sync(lambda broker: broker.get_job(self.id))
+        self.record = self.app.call_states(lambda states: states.results.get_job(self.id))
         return self
 
     async def aresult(self, timeout: float | None = None) -> Any:
         """Wait for the job to finish; its result, or JobFailed. ResultTimeout after ``timeout``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.002
-        while not (await self.arefresh()).status.finished:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeout(self.id, timeout or 0.0)
-            await asyncio.sleep(pause)
-            pause = min(pause * 1.5, 0.25)
-        return self._outcome()
+        results = await self.app.aresults()
+        self.record = await _wait(results, self.id, timeout)
+        return self._outcome(timeout)
 
     def result(self, timeout: float | None = None) -> Any:
         """Blocking ``aresult``, for code without an event loop."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.002
-        while not self.refresh().status.finished:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeout(self.id, timeout or 0.0)
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.25)
-        return self._outcome()
+        self.record = self.app.call_states(lambda states: _wait(states.results, self.id, timeout))
+        return self._outcome(timeout)
 
-    def _outcome(self) -> Any:
+    def _outcome(self, timeout: float | None) -> Any:
+        if not self.status.finished:
+            raise ResultTimeout(self.id, timeout or 0.0)
         if self.status is JobStatus.SUCCEEDED:
             return self.record.result
         raise JobFailed(self.id, dict(self.record.error or {"type": self.status.value}))
 
     async def acancel(self) -> bool:
         """Cancel the job if it has not started; False if it is running or finished."""
-        cancelled = await (await self.app.abroker()).cancel_job(self.id)
+        cancelled = await (await self.app.aresults()).cancel_job(self.id)
         await self.arefresh()
         return cancelled
 
     def cancel(self) -> bool:
-        cancelled = self.app.call_sync(lambda broker: broker.cancel_job(self.id))
+        cancelled = self.app.call_states(lambda states: states.results.cancel_job(self.id))
         self.refresh()
         return cancelled
+
+
+async def _wait(results: ResultStore, job_id: str, timeout: float | None) -> JobRecord:
+    """The record once finished; without a timeout, however long that takes."""
+    while True:
+        record = await results.wait_for_job(job_id, 60.0 if timeout is None else timeout)
+        if record.status.finished or timeout is not None:
+            return record

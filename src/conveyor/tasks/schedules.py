@@ -1,7 +1,7 @@
 """Periodic tasks: every worker runs the schedule, and each tick is enqueued once in all.
 
 Workers compute the same tick times (cron minutes, or interval multiples of the epoch) and
-enqueue with the idempotency key ``periodic:TASK:TICK``; the broker lets only the first
+enqueue with the idempotency key ``periodic:TASK:TICK``; the result store lets only the first
 submission of a key through, so no leader election is needed.
 """
 
@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from conveyor.app import App
-    from conveyor.brokers.base import Broker
+    from conveyor.tasks.host import ScheduleHost
+    from conveyor.tasks.states import JobStates
 
 TICK_KEY_WINDOW = 86400.0
 
 
-async def run_schedules(app: App, broker: Broker, stopping: asyncio.Event) -> None:
+async def run_schedules(app: ScheduleHost, states: JobStates, stopping: asyncio.Event) -> None:
     now = datetime.now(UTC)
     upcoming = [schedule.next_after(now) for _, schedule in app.schedules]
     while not stopping.is_set():
@@ -38,6 +38,6 @@ async def run_schedules(app: App, broker: Broker, stopping: asyncio.Event) -> No
             submission = replace(
                 task.submission(idempotency_key=key), idempotency_window=TICK_KEY_WINDOW
             )
-            await app.ensure_queue(broker, submission.queue)
-            await broker.submit_jobs([submission])
+            await app.ensure_queue(states.broker, submission.queue)
+            await states.submit([submission])
             upcoming[index] = schedule.next_after(tick)

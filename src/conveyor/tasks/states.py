@@ -108,6 +108,49 @@ class JobStates:
                 lost.append(settlement)
         return lost
 
+    async def replay(
+        self, dead_queue: str, to_queue: str, *, job_ids: Sequence[str] | None = None
+    ) -> int:
+        """Send dead jobs (all, or ``job_ids``) back to ``to_queue`` as new deliveries.
+
+        With BROWSE the broker moves them in one step. Otherwise every message waiting in
+        the dead-letter queue is received; the chosen ones are published to ``to_queue``
+        and acked, the others given back (a crash in between may leave a job in both).
+        """
+        if Capability.BROWSE in self.broker.capabilities:
+            if not self.atomic:
+                listed = await self.broker.browse(dead_queue, limit=1_000_000)
+                ids = {queued.message.id for queued in listed}
+                await self.results.requeued(sorted(ids if job_ids is None else ids & set(job_ids)))
+            return await self.broker.move_messages(dead_queue, to_queue, message_ids=job_ids)
+        wanted = None if job_ids is None else set(job_ids)
+        waiting = (await self.broker.queue_stats(dead_queue)).ready
+        taken: list[Delivery] = []
+        while len(taken) < waiting:
+            batch = await self.broker.receive(dead_queue, max_messages=waiting - len(taken))
+            if not batch:
+                break
+            taken.extend(batch)
+        chosen = [d for d in taken if wanted is None or d.message.id in wanted]
+        others = [d for d in taken if wanted is not None and d.message.id not in wanted]
+        await self.results.requeued([d.message.id for d in chosen])
+        for delivery in chosen:
+            message = delivery.message
+            await self.broker.publish(
+                Message(
+                    message.body,
+                    routing_key=to_queue,
+                    headers=message.headers,
+                    id=message.id,
+                    timestamp=message.timestamp,
+                    content_type=message.content_type,
+                ),
+                mandatory=True,
+            )
+        await self.broker.ack_many(chosen)
+        await self.broker.release(others)
+        return len(chosen)
+
     async def _ack(self, settlements: Sequence[Settlement]) -> list[Settlement]:
         if not settlements:
             return []

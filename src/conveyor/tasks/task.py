@@ -18,7 +18,7 @@ from conveyor.names import check_name
 from conveyor.retry import RetryPolicy, backoff_from
 
 if TYPE_CHECKING:
-    from conveyor.app import App
+    from conveyor.tasks.host import JobHost
     from conveyor.tasks.job import Job
 
 P = ParamSpec("P")
@@ -132,7 +132,7 @@ TASK_OPTIONS = frozenset(inspect.signature(task_options).parameters) - {"functio
 class Task(Generic[P, R]):
     """A registered task. Call it to run it here; ``delay``/``send`` to run it on a worker."""
 
-    def __init__(self, app: App, name: str, function: Callable[P, R], options: TaskOptions) -> None:
+    def __init__(self, app: JobHost, name: str, function: Callable[P, R], options: TaskOptions) -> None:
         self.app = app
         self.name = name
         self.function = function

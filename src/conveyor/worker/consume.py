@@ -24,11 +24,14 @@ from typing import Any
 
 from conveyor.app import App
 from conveyor.brokers.base import Broker
+from conveyor.brokers.capabilities import Capability
+from conveyor.brokers.results import JobStart, ResultStore
 from conveyor.brokers.types import Delivery, JobStatus, Settlement, WorkerInfo
 from conveyor.codecs import loads, to_json
 from conveyor.errors import ConveyorError, PermanentError, TaskTimeout
 from conveyor.tasks.context import current_job
 from conveyor.tasks.schedules import run_schedules
+from conveyor.tasks.states import JobStates
 from conveyor.tasks.task import IDEMPOTENCY_HEADER, TASK_HEADER, Executor, Task
 from conveyor.worker.executors import ProcessRunner, ThreadRunner, describe
 
@@ -96,6 +99,7 @@ class Worker:
         self._processes = ProcessRunner(self.processes or os.cpu_count() or 1)
         self._started_at = time.time()
         self._broker: Broker | None = None
+        self._starts: list[JobStart] = []
         self._failure: BaseException | None = None
         self._unstarted: list[Delivery] = []
         self._settling = 0
@@ -114,19 +118,21 @@ class Worker:
 
     async def run(self, *, until_idle: bool = False) -> WorkerCounts:
         """Work until ``stop()``, or with ``until_idle`` until every queue is empty."""
-        broker = self._broker = await self.app.abroker()
+        states = self._states = await self.app.astates()
+        broker = self._broker = states.broker
         self.event_loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
         for queue in self.queues:
             await self.app.ensure_queue(broker, queue)
         helpers: list[asyncio.Task[Any]] = [
-            asyncio.create_task(self._heartbeats(broker)),
-            asyncio.create_task(self._extend_leases(broker)),
-            asyncio.create_task(self._settle_finished(broker)),
+            asyncio.create_task(self._heartbeats(states.results)),
+            asyncio.create_task(self._settle_finished(states)),
             *(asyncio.create_task(self._slot()) for _ in range(self.concurrency)),
         ]
+        if Capability.LEASE_EXTENSION in broker.capabilities:
+            helpers.append(asyncio.create_task(self._extend_leases(broker)))
         if self.app.schedules and not until_idle:
-            helpers.append(asyncio.create_task(run_schedules(self.app, broker, self._stopping)))
+            helpers.append(asyncio.create_task(run_schedules(self.app, states, self._stopping)))
         if not until_idle:
             helpers.extend(
                 asyncio.create_task(subscriber.run(broker, self._stopping))
@@ -136,16 +142,16 @@ class Worker:
             helper.add_done_callback(self._helper_done)
         try:
             await self._fetch_until_stopped(broker, until_idle)
-            await self._wind_down(broker)
+            await self._wind_down(states)
             if self._failure is not None:
                 raise self._failure
         finally:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            await self._flush(broker)
+            await self._flush(states)
             with contextlib.suppress(ConveyorError):
-                await broker.forget_worker(self.id)
+                await states.results.forget_worker(self.id)
             self._threads.close()
             self._processes.close()
         return self.counts
@@ -174,6 +180,8 @@ class Worker:
                 continue
             wait = 0.0 if until_idle else 1.0
             deliveries = await self._fetch(broker, room, wait)
+            if deliveries and not self._states.atomic:
+                deliveries = await self._without_cancelled(deliveries)
             if deliveries:
                 self._ready.extend(_Job(delivery) for delivery in deliveries)
                 self._work.set()
@@ -203,6 +211,22 @@ class Worker:
             waiting.cancel()
         results = await asyncio.gather(*waits, return_exceptions=True)
         return [d for result in results if isinstance(result, list) for d in result]
+
+    async def _without_cancelled(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Settle jobs cancelled while queued (where the broker could not remove them)."""
+        ids = [delivery.message.id for delivery in deliveries]
+        cancelled = await self._states.results.cancelled(ids)
+        if not cancelled:
+            return deliveries
+        now = time.time()
+        self._finish(
+            [
+                Settlement(delivery, JobStatus.CANCELLED, now, self.id)
+                for delivery in deliveries
+                if delivery.message.id in cancelled
+            ]
+        )
+        return [delivery for delivery in deliveries if delivery.message.id not in cancelled]
 
     async def _idle(self, broker: Broker) -> bool:
         if self._ready or self._running or self._finished:
@@ -247,6 +271,7 @@ class Worker:
         another worker already.
         """
         threaded: list[tuple[_Job, tuple[Any, ...], dict[str, Any]]] = []
+        atomic = self._states.atomic
         for job in chunk:
             if self._stopping.is_set():
                 break
@@ -261,6 +286,12 @@ class Worker:
                 await self._admit(job, task)
             ):
                 continue
+            if not atomic:
+                delivery = job.delivery
+                self._starts.append(
+                    JobStart(delivery.message.id, delivery.delivery_count, time.time(), self.id)
+                )
+                self._finished_event.set()
             if task.options.executor is Executor.THREAD:
                 threaded.append((job, args, kwargs))
             else:
@@ -297,8 +328,8 @@ class Worker:
     async def _admit(self, job: _Job, task: Task[Any, Any]) -> bool:
         """Skip a job whose idempotency key already succeeded; wait out the rate limit."""
         key = job.delivery.message.headers.get(IDEMPOTENCY_HEADER)
-        broker = self._broker
-        if key is not None and broker is not None and key in await broker.succeeded_keys([key]):
+        results = self._states.results
+        if key is not None and key in await results.succeeded_keys([key]):
             job.settlement = self._settlement(job, JobStatus.SUCCEEDED)
             return False
         await self._respect_rate_limit(task)
@@ -306,10 +337,10 @@ class Worker:
 
     async def _respect_rate_limit(self, task: Task[Any, Any]) -> None:
         limit = task.options.rate_limit
-        if limit is None or self._broker is None:
+        if limit is None:
             return
         while (
-            pause := await self._broker.acquire_rate(
+            pause := await self._states.results.acquire_rate(
                 f"task:{task.name}", per_second=limit.per_second, burst=limit.count
             )
         ) > 0:
@@ -399,21 +430,24 @@ class Worker:
         self._finished.extend(settled)
         self._finished_event.set()
 
-    async def _settle_finished(self, broker: Broker) -> None:
+    async def _settle_finished(self, states: JobStates) -> None:
         """Settle outcomes in batches: whatever finished while the last batch was stored."""
         while True:
             await self._finished_event.wait()
             await asyncio.sleep(0)
-            await self._flush(broker)
+            await self._flush(states)
 
-    async def _flush(self, broker: Broker) -> None:
+    async def _flush(self, states: JobStates) -> None:
         self._finished_event.clear()
+        if self._starts:
+            starts, self._starts = self._starts, []
+            await states.start(starts)
         batch, self._finished = self._finished, []
         if not batch:
             return
         self._settling = len(batch)
         try:
-            lost = await broker.settle(batch)
+            lost = await states.settle(batch)
         except BaseException:
             self._finished[:0] = batch  # settled by the final flush instead
             raise
@@ -444,10 +478,10 @@ class Worker:
                     with contextlib.suppress(ConveyorError):
                         job.delivery = await broker.extend_lease(job.delivery, lease)
 
-    async def _heartbeats(self, broker: Broker) -> None:
+    async def _heartbeats(self, results: ResultStore) -> None:
         while True:
             now = time.time()
-            await broker.heartbeat(
+            await results.heartbeat(
                 WorkerInfo(
                     self.id,
                     socket.gethostname(),
@@ -463,8 +497,9 @@ class Worker:
             )
             await asyncio.sleep(self.heartbeat_interval)
 
-    async def _wind_down(self, broker: Broker) -> None:
+    async def _wind_down(self, states: JobStates) -> None:
         """Give back what has not started; let started jobs finish within the grace period."""
+        broker = states.broker
         waiting = [job.delivery for job in self._ready]
         self._ready.clear()
         await broker.release(waiting)
@@ -473,7 +508,7 @@ class Worker:
             if self._aborting:
                 break
             await asyncio.sleep(0.01)
-        await self._flush(broker)
+        await self._flush(states)
         unstarted = [j.delivery for j in self._running.values() if not j.started_monotonic]
         await broker.release(self._unstarted + unstarted)
         self._unstarted.clear()

@@ -8,6 +8,7 @@ database. This class only adapts the Broker interface onto the modules beside it
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import sqlite3
 import time
@@ -34,7 +35,6 @@ from conveyor.brokers.embedded.rows import Changes, now_ms
 from conveyor.brokers.embedded.stream_broker import StreamMethods
 from conveyor.brokers.embedded.topology import Topology
 from conveyor.brokers.types import (
-    DURATION_BUCKETS,
     Binding,
     Delivery,
     ExchangeSpec,
@@ -45,8 +45,6 @@ from conveyor.brokers.types import (
     QueueSpec,
     QueueStats,
     Settlement,
-    TaskStats,
-    WorkerInfo,
     as_float,
 )
 from conveyor.brokers.types import seconds as as_seconds
@@ -114,6 +112,11 @@ class EmbeddedBroker(StreamMethods, Broker):
                 "sqlite:////absolute/path.db"
             )
         return url.path[1:]
+
+    def missing_store(self) -> str | None:
+        if self.path is None or os.path.exists(self.path):
+            return None
+        return f"database at {self.path!r}"
 
     async def connect(self) -> None:
         if self._db is None:
@@ -490,6 +493,7 @@ class MemoryBroker(EmbeddedBroker):
 
     scheme = "memory"
     capabilities = DECLARED["memory"]
+    private_store = True
 
     def _path(self, url: BrokerURL) -> str | None:
         if url.netloc or url.path.strip("/"):

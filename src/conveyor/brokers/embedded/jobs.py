@@ -135,7 +135,8 @@ def _insert(
 
 def discard(connection: sqlite3.Connection, job_ids: Sequence[str]) -> None:
     connection.execute(
-        "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(job_ids)),)
+        "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(job_ids)),),
     )
 
 
@@ -335,9 +336,7 @@ def cancel(connection: sqlite3.Connection, topology: Topology, job_id: str, now_
     return True
 
 
-def requeued(
-    connection: sqlite3.Connection, moved: Mapping[str, int | None], now_ms: int
-) -> None:
+def requeued(connection: sqlite3.Connection, moved: Mapping[str, int | None], now_ms: int) -> None:
     """Jobs whose messages were moved back into a queue (to ``rowid``) are pending again."""
     connection.executemany(
         "UPDATE jobs SET status = ?, message_rowid = ?, updated_at_ms = ?, expires_at_ms = NULL"

@@ -59,9 +59,7 @@ class EmbeddedResults(ResultStore):
 
     async def record_outcomes(self, settlements: Sequence[Settlement]) -> None:
         if settlements:
-            await self.broker._write(
-                lambda c, t, _: jobs.record_outcomes(c, settlements, now_ms())
-            )
+            await self.broker._write(lambda c, t, _: jobs.record_outcomes(c, settlements, now_ms()))
 
     async def requeued(self, job_ids: Sequence[str]) -> None:
         moved = dict.fromkeys(job_ids)

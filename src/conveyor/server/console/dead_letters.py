@@ -6,7 +6,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from conveyor.app import dead_letter_queue
 from conveyor.errors import ConfigError, QueueNotFound
 from conveyor.names import check_name
 from conveyor.server.console.html import (
@@ -36,6 +35,7 @@ from conveyor.server.console.web import (
     text_field,
 )
 from conveyor.tasks.dead_letters import DeadLetter, list_dead_letters
+from conveyor.tasks.states import dead_letter_queue
 
 router = APIRouter(prefix="/dead-letters")
 

@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from conveyor.brokers.base import Capability
+from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.types import JobRecord, JobStatus
 from conveyor.errors import JobNotFound
 from conveyor.server.console.html import (

@@ -6,7 +6,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from conveyor.app import dead_letter_queue
 from conveyor.brokers.types import QueuedMessage
 from conveyor.errors import QueueNotFound
 from conveyor.names import DEAD_LETTER_SUFFIX
@@ -35,6 +34,7 @@ from conveyor.server.console.html import (
 from conveyor.server.console.web import Console, Page, console_of, int_param
 from conveyor.server.schemas import show_body
 from conveyor.server.state import QueueView
+from conveyor.tasks.states import dead_letter_queue
 
 router = APIRouter()
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from conveyor.brokers.base import Capability
+from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.stream_types import GroupInfo, TopicInfo
 from conveyor.errors import ConfigError, TopicNotFound
 from conveyor.server.console.html import (
