@@ -21,7 +21,7 @@ from conveyor.brokers.stream_types import RecordMetadata, TopicConfig, TopicSpec
 from conveyor.brokers.types import JobSubmission, QueueSpec, WorkerInfo, seconds
 from conveyor.cron import Schedule, parse_schedule
 from conveyor.errors import ConfigError, NotSupported
-from conveyor.events.consumer import OffsetReset, StreamConsumer
+from conveyor.events.consumer import OffsetReset, StreamConsumer, open_consumer
 from conveyor.events.producer import Producer, Value, record
 from conveyor.events.subscriber import Handler, Subscriber, SubscriberOptions
 from conveyor.names import check_name
@@ -435,4 +435,4 @@ class App:
 
     async def aconsumer(self, *topics: str, **options: Any) -> StreamConsumer:
         """A StreamConsumer on this loop's broker; see StreamConsumer for the options."""
-        return StreamConsumer(await self.abroker(), topics, **options)
+        return open_consumer(await self.abroker(), topics, **options)

@@ -56,9 +56,7 @@ def _representative(broker: Broker, capability: Capability, name: str) -> Awaita
         Capability.DEAD_LETTER: lambda: broker.declare_queue(
             QueueSpec(name, dead_letter_exchange="")
         ),
-        Capability.DELIVERY_LIMIT: lambda: broker.declare_queue(
-            QueueSpec(name, delivery_limit=3)
-        ),
+        Capability.DELIVERY_LIMIT: lambda: broker.declare_queue(QueueSpec(name, delivery_limit=3)),
         Capability.LEASES: lambda: broker.extend_lease(_delivery(name), 1),
         Capability.LEASE_EXTENSION: lambda: broker.extend_lease(_delivery(name), 1),
         Capability.BROWSE: lambda: broker.browse(name),

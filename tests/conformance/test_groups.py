@@ -138,3 +138,31 @@ async def test_describe_leaves_out_members_past_their_session_timeout(
     assert info.members == ()
     assert info.state == "Empty"
     assert [p.owner for p in info.partitions] == [None, None]
+
+
+async def test_an_opened_group_consumer_reads_commits_and_resumes_from_its_commit(
+    broker: Broker, name: str
+) -> None:
+    await topic(broker, name, partitions=2)
+    await broker.produce(name, [ProducerRecord(f"v{i}".encode(), key=b"k") for i in range(3)])
+    group = f"{name}-g"
+    async with broker.open_group([name], group, auto_offset_reset="earliest") as consumer:
+        read = await consumer.poll(timeout=2)
+        assert [r.value for r in read] == [b"v0", b"v1", b"v2"]
+        await consumer.commit()
+    await broker.produce(name, [ProducerRecord(b"v3", key=b"k")])
+    async with broker.open_group([name], group, enable_auto_commit=False) as again:
+        assert [r.value for r in await again.poll(timeout=2)] == [b"v3"]
+
+
+async def test_an_assigned_consumer_reads_only_its_partition_without_joining(
+    broker: Broker, name: str
+) -> None:
+    partitions = await topic(broker, name, partitions=2)
+    await broker.produce(name, [ProducerRecord(b"p0", partition=0)])
+    await broker.produce(name, [ProducerRecord(b"p1", partition=1)])
+    async with broker.open_assigned([(name, 1)], auto_offset_reset="earliest") as consumer:
+        assert consumer.assignment() == {partitions[1]}
+        assert [r.value for r in await consumer.poll(timeout=2)] == [b"p1"]
+        assert consumer.membership is None
+    assert not [group for group in await broker.list_groups() if group.startswith(name)]

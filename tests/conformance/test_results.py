@@ -86,9 +86,7 @@ async def test_idempotency_key_outside_its_window_makes_a_new_job(
     broker: Broker, states: JobStates, name: str
 ) -> None:
     await declare_with_dlq(broker, name)
-    (first,) = await states.submit(
-        [submission(name, idempotency_key="k", idempotency_window=0.05)]
-    )
+    (first,) = await states.submit([submission(name, idempotency_key="k", idempotency_window=0.05)])
     await asyncio.sleep(0.1)
     (second,) = await states.submit(
         [submission(name, idempotency_key="k", idempotency_window=0.05)]

@@ -150,7 +150,9 @@ def test_workers_shows_heartbeats_and_lost_ones(cli: Cli, tmp_path: Path) -> Non
 
     async def beat(broker):
         counts = {"running": 2, "processed": 40, "failed": 1, "concurrency": 8}
-        await broker.results().heartbeat(WorkerInfo("w-1", "host-a", 11, ("default", "mail"), 0, 0, **counts))
+        await broker.results().heartbeat(
+            WorkerInfo("w-1", "host-a", 11, ("default", "mail"), 0, 0, **counts)
+        )
         await broker.results().heartbeat(WorkerInfo("w-2", "host-b", 22, ("default",), 0, 0))
 
     cli.broker(beat)

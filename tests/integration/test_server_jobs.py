@@ -172,7 +172,9 @@ async def test_workers_are_listed_and_lost_ones_marked(app: App) -> None:
     broker = await app.abroker()
     now = time.time()
     for name in ("w-a", "w-b"):
-        await broker.results().heartbeat(WorkerInfo(name, "host", 1, ("default",), now, now, processed=5))
+        await broker.results().heartbeat(
+            WorkerInfo(name, "host", 1, ("default",), now, now, processed=5)
+        )
     async with serve(app, worker_lost_after=0.2) as client:
         fresh = (await client.get("/api/workers", params={"limit": 1})).json()
         await asyncio.sleep(0.3)

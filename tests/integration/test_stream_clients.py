@@ -14,19 +14,19 @@ from conveyor.app import App
 from conveyor.assignors import TopicPartition
 from conveyor.brokers.stream_types import ProducerRecord, Record, TopicConfig
 from conveyor.errors import ConfigError, DatabaseLocked, MemberFenced, NoOffset
-from conveyor.events.consumer import StreamConsumer
+from conveyor.events.consumer import StreamConsumer, open_consumer
 from conveyor.events.producer import Producer, encode_key, encode_value
 
 
 async def test_consumer_options_are_checked(app: App) -> None:
     broker = await app.abroker()
     with pytest.raises(ConfigError, match="either topics"):
-        StreamConsumer(broker)
+        open_consumer(broker)
     with pytest.raises(ConfigError, match="needs a group"):
-        StreamConsumer(broker, ["t"])
+        open_consumer(broker, ["t"])
     with pytest.raises(ConfigError, match="auto_offset_reset"):
-        StreamConsumer(broker, ["t"], group="g", auto_offset_reset="oldest")  # type: ignore[arg-type]
-    consumer = StreamConsumer(broker, assign=[("t", 0)])
+        open_consumer(broker, ["t"], group="g", auto_offset_reset="oldest")  # type: ignore[arg-type]
+    consumer = open_consumer(broker, assign=[("t", 0)])
     with pytest.raises(ConfigError, match="needs a group"):
         await consumer.commit()
     with pytest.raises(ConfigError, match="not assigned"):

@@ -19,9 +19,11 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, NoReturn, Self
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Self
 
 from conveyor.brokers.capabilities import Capability
+from conveyor.brokers.coordinated import CoordinatedConsumer
+from conveyor.brokers.group_consumer import GroupConsumer
 from conveyor.brokers.stream_types import (
     GroupInfo,
     Membership,
@@ -426,6 +428,26 @@ class Broker(ABC):
     async def enforce_retention(self, topic: str | None = None) -> RetentionReport:
         """Run one retention and compaction pass now (it also runs in the background)."""
         self._unimplemented(Capability.RETENTION, "enforce_retention")
+
+    # consumers of topics: as a group member (CONSUMER_GROUPS), or by assigned partitions
+
+    def open_group(self, topics: Sequence[str], group: str, **options: Any) -> GroupConsumer:
+        """A consumer of ``topics`` in ``group``; see CoordinatedConsumer for the options.
+
+        This default coordinates through the group calls below, in the broker's own store;
+        an engine with a group protocol of its own returns its client's consumer instead.
+        """
+        self.require(Capability.STREAMS, Capability.CONSUMER_GROUPS)
+        return CoordinatedConsumer(self, topics, group=group, **options)
+
+    def open_assigned(
+        self, partitions: Sequence[tuple[str, int]], *, group: str | None = None, **options: Any
+    ) -> GroupConsumer:
+        """A consumer of the given partitions, no membership; ``group`` keeps its offsets."""
+        self.require(Capability.STREAMS)
+        if group is not None:
+            self.require(Capability.CONSUMER_GROUPS)
+        return CoordinatedConsumer(self, assign=partitions, group=group, **options)
 
     # consumer groups (CONSUMER_GROUPS)
 

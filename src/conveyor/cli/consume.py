@@ -28,7 +28,7 @@ from conveyor.cli.common import (
 )
 from conveyor.cli.output import json_line, note, payload, plural
 from conveyor.errors import ConfigError, ConveyorError, PartitionNotFound
-from conveyor.events.consumer import OffsetReset, StreamConsumer
+from conveyor.events.consumer import OffsetReset, open_consumer
 
 BATCH = 100
 
@@ -205,7 +205,7 @@ async def _from_topic(ctx: Context, count: _Count) -> None:
     info = await ctx.broker.describe_topic(topic)
     reset: OffsetReset = "earliest" if arguments.from_beginning else "latest"
     if arguments.group:
-        consumer = StreamConsumer(
+        consumer = open_consumer(
             ctx.broker, [topic], group=arguments.group, auto_offset_reset=reset
         )
     else:
@@ -214,7 +214,7 @@ async def _from_topic(ctx: Context, count: _Count) -> None:
             if arguments.partition not in chosen:
                 raise PartitionNotFound(topic, arguments.partition, info.spec.partitions)
             chosen = range(arguments.partition, arguments.partition + 1)
-        consumer = StreamConsumer(
+        consumer = open_consumer(
             ctx.broker, assign=[(topic, p) for p in chosen], auto_offset_reset=reset
         )
     await consumer.start()

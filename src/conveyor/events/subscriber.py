@@ -22,7 +22,7 @@ from conveyor.assignors import TopicPartition
 from conveyor.brokers.base import Broker
 from conveyor.brokers.stream_types import OffsetCommit, ProducerRecord, Record, TopicSpec
 from conveyor.errors import ConfigError, MemberFenced
-from conveyor.events.consumer import OffsetReset, StreamConsumer
+from conveyor.events.consumer import OffsetReset, open_consumer
 from conveyor.events.producer import Producer
 from conveyor.names import DEAD_LETTER_SUFFIX, check_name
 from conveyor.retry import RetryPolicy
@@ -86,7 +86,7 @@ class _Run:
         self.counts = SubscriberCounts()
         self.random = random.Random()
         self.producer = Producer(broker)
-        self.consumer = StreamConsumer(
+        self.consumer = open_consumer(
             broker,
             [self.options.topic],
             group=self.options.group,

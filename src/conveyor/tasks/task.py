@@ -132,7 +132,9 @@ TASK_OPTIONS = frozenset(inspect.signature(task_options).parameters) - {"functio
 class Task(Generic[P, R]):
     """A registered task. Call it to run it here; ``delay``/``send`` to run it on a worker."""
 
-    def __init__(self, app: JobHost, name: str, function: Callable[P, R], options: TaskOptions) -> None:
+    def __init__(
+        self, app: JobHost, name: str, function: Callable[P, R], options: TaskOptions
+    ) -> None:
         self.app = app
         self.name = name
         self.function = function
