@@ -27,6 +27,13 @@ class Portal:
             raise RuntimeError("the portal is closed")
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
+    async def acall(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the portal's loop and await it from another loop."""
+        if not self._thread.is_alive():
+            coroutine.close()
+            raise RuntimeError("the portal is closed")
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
+
     def close(self) -> None:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)

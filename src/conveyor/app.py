@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
+from conveyor._bridge import PortalBroker
 from conveyor._portal import Portal
 from conveyor.brokers import open_broker, open_results
 from conveyor.brokers.base import Broker
@@ -176,11 +177,25 @@ class App:
     # the broker
 
     async def abroker(self) -> Broker:
-        """The broker for this event loop, connected on first use."""
+        """The broker for this event loop, connected on first use.
+
+        A store private to its connection (``memory://``) lives on the App's background
+        loop instead, shared by async and sync calls, so that both see the same jobs.
+        """
         if self._broker is None:
-            self._broker = open_broker(self.broker_url)
+            broker = open_broker(self.broker_url)
+            if broker.private_store:
+                portal, broker = self._portal_side()
+                broker = PortalBroker(broker, portal)  # type: ignore[abstract]
+            self._broker = broker
         await self._broker.connect()
         return self._broker
+
+    def _portal_side(self) -> tuple[Portal, Broker]:
+        if self._portal is None or self._portal_broker is None:
+            self._portal = Portal("conveyor-app")
+            self._portal_broker = open_broker(self.broker_url)
+        return self._portal, self._portal_broker
 
     async def astates(self) -> JobStates:
         """The job state machine on this loop's broker and result store."""
@@ -217,27 +232,25 @@ class App:
 
     def call_states(self, call: Callable[[JobStates], Awaitable[T]]) -> T:
         """Run ``call(states)`` on the private loop, with its own broker and result store."""
-        if self._portal is None:
-            self._portal = Portal("conveyor-app")
-            self._portal_broker = open_broker(self.broker_url)
+        portal, broker = self._portal_side()
 
         async def run() -> T:
-            assert self._portal_broker is not None
-            await self._portal_broker.connect()
+            await broker.connect()
             if self._portal_states is None:
-                broker = self._portal_broker
                 self._portal_states = JobStates(broker, await self._open_results(broker))
             return await call(self._portal_states)
 
-        return self._portal.call(run())
+        return portal.call(run())
 
     async def aclose(self) -> None:
-        if self._states is not None:
+        """Close this loop's connections (a private store stays open until ``close``)."""
+        shared = isinstance(self._broker, PortalBroker)
+        if self._states is not None and not shared:
             await self._states.results.close()
-            self._states = None
-        if self._broker is not None:
+        if self._broker is not None and not shared:
             await self._broker.close()
-            self._broker = None
+        self._states = None
+        self._broker = None
 
     def close(self) -> None:
         if self._portal is not None:

@@ -12,10 +12,10 @@ import secrets
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio
 
 from conveyor import Broker, Capability, open_broker
 from conveyor.brokers import open_results
-from conveyor.brokers.results import ResultStore
 from conveyor.errors import BrokerUnavailable
 from conveyor.tasks.states import JobStates
 from tests.backend_urls import BACKENDS, unavailable
@@ -47,15 +47,18 @@ def name(request) -> str:
     return raw.replace("_", "-")
 
 
-@pytest.fixture
-async def states(broker: Broker) -> AsyncIterator[JobStates]:
-    """The job state machine on the broker: with its own result store where it keeps one,
-    else with a Redis one under a key prefix of this test's own."""
-    results: ResultStore
-    if Capability.RESULTS in broker.capabilities:
+@pytest.fixture(params=["own-results", "redis-results"])
+async def states(request: pytest.FixtureRequest, broker: Broker) -> AsyncIterator[JobStates]:
+    """The job state machine on the broker, with its own result store where it keeps one
+    (the one-transaction path), and with a Redis one under a key prefix of this test's own
+    (the path every other broker takes)."""
+    if request.param == "own-results":
+        if Capability.RESULTS not in broker.capabilities:
+            pytest.skip(f"{broker.scheme} keeps no results of its own")
         yield JobStates(broker, broker.results())
         return
-    results = open_results(f"{REDIS_URL}?prefix=conveyor-test-{secrets.token_hex(4)}:")
+    prefix = f"conveyor-test-{secrets.token_hex(4)}:"
+    results = open_results(f"{REDIS_URL}?prefix={prefix}")
     try:
         await results.connect()
     except BrokerUnavailable as error:
@@ -64,3 +67,14 @@ async def states(broker: Broker) -> AsyncIterator[JobStates]:
         yield JobStates(broker, results)
     finally:
         await results.close()
+        await _delete_keys(prefix)
+
+
+async def _delete_keys(prefix: str) -> None:
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

@@ -421,3 +421,25 @@ async def test_job_records_expire_after_their_result_ttl(app: App) -> None:
     await broker.queue_stats("default")
     with pytest.raises(JobNotFound):
         await app.ajob(job.id)
+
+
+def test_a_job_sent_from_sync_code_on_memory_reaches_an_async_worker_in_the_process() -> None:
+    app = App("memory://")
+
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    job = add.delay(2, 3)  # through the App's background loop
+
+    async def work() -> int:
+        counts = await Worker(app).run_until_idle()
+        assert await (await app.ajob(job.id)).aresult(timeout=5) == 5
+        await app.aclose()
+        return counts.processed
+
+    try:
+        assert asyncio.run(work()) == 1
+        assert job.result(timeout=5) == 5  # the sync side sees the same store
+    finally:
+        app.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from enum import StrEnum
@@ -267,6 +267,17 @@ _FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DEAD, Jo
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                     120.0, 300.0, 600.0, 1800.0, 3600.0)  # fmt: skip
 """Default upper bounds (seconds) of the job duration histogram in ``TaskStats``."""
+
+
+def check_buckets(buckets: Sequence[float]) -> tuple[float, ...]:
+    """Histogram upper bounds as given, refused unless positive, finite and increasing."""
+    bounds = tuple(float(bound) for bound in buckets)
+    if any(not math.isfinite(b) or b <= 0 for b in bounds) or list(bounds) != sorted(set(bounds)):
+        raise ConfigError(
+            "histogram buckets must be distinct positive numbers in increasing order, not "
+            f"{list(buckets)!r}"
+        )
+    return bounds
 
 
 @dataclass(frozen=True, slots=True)

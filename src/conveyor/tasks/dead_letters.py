@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.brokers.base import Broker
-from conveyor.brokers.types import QueuedMessage
+from conveyor.brokers.capabilities import Capability
+from conveyor.brokers.types import Delivery, QueuedMessage
 from conveyor.codecs import loads
 from conveyor.errors import DecodeError
+from conveyor.tasks.states import take
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +79,29 @@ class DeadLetter:
 async def list_dead_letters(
     broker: Broker, dead_letter_queue: str, *, limit: int, offset: int
 ) -> list[DeadLetter]:
-    return [
-        DeadLetter.from_queued(queued)
-        for queued in await broker.browse(dead_letter_queue, limit=limit, offset=offset)
-    ]
+    """Dead letters oldest first, read without removing them.
+
+    With BROWSE they are read in place. Otherwise they are taken (``offset + limit`` of
+    them) and given back at once: the queue keeps them, in order, but RabbitMQ marks them
+    redelivered. A dead-letter queue has no consumer of its own, so nothing else notices.
+    """
+    if Capability.BROWSE in broker.capabilities:
+        listed = await broker.browse(dead_letter_queue, limit=limit, offset=offset)
+        return [DeadLetter.from_queued(queued) for queued in listed]
+    taken = await take(broker, dead_letter_queue, offset + limit)
+    try:
+        return [DeadLetter.from_queued(_as_queued(d)) for d in taken[offset : offset + limit]]
+    finally:
+        await broker.release(taken)
+
+
+def _as_queued(delivery: Delivery) -> QueuedMessage:
+    message = delivery.message
+    return QueuedMessage(
+        message,
+        delivery.queue,
+        delivery.delivery_count,
+        message.timestamp,
+        message.timestamp,
+        False,
+    )

@@ -125,12 +125,7 @@ class JobStates:
             return await self.broker.move_messages(dead_queue, to_queue, message_ids=job_ids)
         wanted = None if job_ids is None else set(job_ids)
         waiting = (await self.broker.queue_stats(dead_queue)).ready
-        taken: list[Delivery] = []
-        while len(taken) < waiting:
-            batch = await self.broker.receive(dead_queue, max_messages=waiting - len(taken))
-            if not batch:
-                break
-            taken.extend(batch)
+        taken = await take(self.broker, dead_queue, waiting)
         chosen = [d for d in taken if wanted is None or d.message.id in wanted]
         others = [d for d in taken if wanted is not None and d.message.id not in wanted]
         await self.results.requeued([d.message.id for d in chosen])
@@ -204,6 +199,17 @@ class JobStates:
             "queue": settlement.delivery.queue,
             "worker": settlement.worker,
         }
+
+
+async def take(broker: Broker, queue: str, count: int) -> list[Delivery]:
+    """Receive up to ``count`` messages waiting in ``queue`` now (without waiting for more)."""
+    taken: list[Delivery] = []
+    while len(taken) < count:
+        batch = await broker.receive(queue, max_messages=count - len(taken))
+        if not batch:
+            break
+        taken.extend(batch)
+    return taken
 
 
 def _death(delivery: Delivery) -> dict[str, Any]:

@@ -4,13 +4,10 @@ and the declared exchanges. Each is one read of what is stored, for metrics endp
 from __future__ import annotations
 
 import itertools
-import math
 import sqlite3
-from collections.abc import Sequence
 
 from conveyor.brokers.embedded.topology import Topology
 from conveyor.brokers.types import ExchangeSpec, JobStatus, TaskStats
-from conveyor.errors import ConfigError
 
 _PENDING = tuple(s.value for s in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING))
 _TIMED = tuple(s.value for s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DEAD))
@@ -42,16 +39,6 @@ FROM (
 )
 GROUP BY 1, 2, 3
 """
-
-
-def check_buckets(buckets: Sequence[float]) -> tuple[float, ...]:
-    bounds = tuple(float(bound) for bound in buckets)
-    if any(not math.isfinite(b) or b <= 0 for b in bounds) or list(bounds) != sorted(set(bounds)):
-        raise ConfigError(
-            f"histogram buckets must be distinct positive numbers in increasing order, not "
-            f"{list(buckets)!r}"
-        )
-    return bounds
 
 
 def job_stats(

@@ -20,6 +20,7 @@ from conveyor.brokers.types import (
     Settlement,
     TaskStats,
     WorkerInfo,
+    check_buckets,
 )
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class EmbeddedResults(ResultStore):
     async def job_stats(
         self, *, since: float | None = None, buckets: Sequence[float] = DURATION_BUCKETS
     ) -> list[TaskStats]:
-        bounds = metrics.check_buckets(buckets)
+        bounds = check_buckets(buckets)
         since_ms = 0 if since is None else int(since * 1000)
         return await self.broker._read(
             lambda c, t: metrics.job_stats(c, now_ms(), since_ms, bounds)

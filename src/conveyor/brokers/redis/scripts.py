@@ -1,0 +1,95 @@
+"""The Lua scripts in ``lua/``, run by their SHA1 (EVALSHA) so that only hashes cross the wire.
+
+A server forgets its scripts when it restarts (or on SCRIPT FLUSH). A call answered
+NOSCRIPT ran nothing, so the script is loaded and the call made again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import redis.asyncio
+from redis.exceptions import NoScriptError
+
+from conveyor.brokers.redis.connection import answer
+
+_ATTEMPTS = 3
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    name: str
+    source: str
+    sha: str
+
+    @classmethod
+    def named(cls, name: str) -> Script:
+        source = (
+            files("conveyor.brokers.redis")
+            .joinpath("lua", f"{name}.lua")
+            .read_text(encoding="utf-8")
+        )
+        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One run of a script: the keys it touches, then its arguments."""
+
+    script: Script
+    keys: Sequence[str]
+    args: Sequence[str]
+
+
+CREATE = Script.named("create")
+START = Script.named("start")
+OUTCOME = Script.named("outcome")
+REQUEUE = Script.named("requeue")
+PROGRESS = Script.named("progress")
+CANCEL = Script.named("cancel")
+DISCARD = Script.named("discard")
+SUCCEEDED = Script.named("succeeded")
+SWEEP = Script.named("sweep")
+RATE = Script.named("rate")
+
+
+async def run(client: redis.asyncio.Redis, call: Call) -> Any:
+    (reply,) = await run_many(client, [call])
+    return reply
+
+
+async def run_many(client: redis.asyncio.Redis, calls: Sequence[Call]) -> list[Any]:
+    """Run each call in order, pipelined: one round trip per few hundred calls."""
+    replies: list[Any] = []
+    for start in range(0, len(calls), _CHUNK):
+        replies.extend(await _run_chunk(client, calls[start : start + _CHUNK]))
+    return replies
+
+
+async def _run_chunk(client: redis.asyncio.Redis, calls: Sequence[Call]) -> list[Any]:
+    replies: list[Any] = [None] * len(calls)
+    pending = list(range(len(calls)))
+    for _ in range(_ATTEMPTS):
+        pipeline = client.pipeline(transaction=False)
+        for index in pending:
+            call = calls[index]
+            pipeline.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        unknown: list[int] = []
+        for index, reply in zip(pending, await pipeline.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, NoScriptError):
+                unknown.append(index)
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                replies[index] = reply
+        if not unknown:
+            return replies
+        for script in {calls[index].script for index in unknown}:
+            await answer(client.script_load(script.source))
+        pending = unknown
+    raise NoScriptError(f"the server keeps forgetting script {calls[pending[0]].script.name}")
