@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import http, queues, streams, tasks
+from bench import backends, http, queues, streams, tasks
 from bench.harness import (
     Figures,
     Suite,
@@ -27,7 +27,8 @@ from bench.harness import (
 )
 
 SUITES: dict[str, Suite] = {
-    suite.name: suite for suite in (queues.SUITE, tasks.SUITE, streams.SUITE, http.SUITE)
+    suite.name: suite
+    for suite in (queues.SUITE, tasks.SUITE, streams.SUITE, http.SUITE, backends.SUITE)
 }
 
 

@@ -13,6 +13,11 @@ marker task. The worker starts on the full queue; the clock runs from the moment
 begin marker ran (written by the task itself) to the parent's first 10 ms poll that sees
 the end marker's file and an empty queue (``queue_stats(...).depth == 0``: nothing ready,
 delayed or leased). The same rule times every peer.
+
+``rabbitmq_e2e_per_s`` is the same drain with the same worker configuration on the local
+RabbitMQ, job records in the local Redis, beside the peers that run on RabbitMQ (Celery,
+Dramatiq). Its queue and key prefix are unique per run and deleted afterwards, and its end
+is the RabbitMQ peers' rule: the end marker ran and nothing is ready in the queue.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import importlib.util
 import json
 import os
 import random
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -46,8 +52,20 @@ from bench.harness import (
     terminating,
     units_of,
 )
-from bench.peers import PEERS, Peer, server_listening
+from bench.peers import (
+    PEERS,
+    RABBITMQ_PORT,
+    RABBITMQ_URL,
+    REDIS_PORT,
+    REDIS_URL,
+    Peer,
+    delete_rabbitmq,
+    delete_redis_keys,
+    rabbitmq_ready,
+    server_listening,
+)
 from conveyor.app import App
+from conveyor.tasks.states import dead_letter_queue
 
 BATCH = 100
 WORKER_CONCURRENCY = 1
@@ -71,6 +89,7 @@ class Sizes:
     latency_idle_samples: int
     peer: int
     slow_peer: int
+    rabbitmq_e2e: int
 
 
 FULL = Sizes(
@@ -81,6 +100,7 @@ FULL = Sizes(
     latency_idle_samples=30,
     peer=20_000,
     slow_peer=3_000,
+    rabbitmq_e2e=50_000,
 )
 QUICK = Sizes(
     e2e=10_000,
@@ -90,6 +110,7 @@ QUICK = Sizes(
     latency_idle_samples=10,
     peer=2_000,
     slow_peer=1_000,
+    rabbitmq_e2e=5_000,
 )
 
 # name -> (unit, what it measures); the order is the order of the printed table
@@ -106,6 +127,10 @@ FIGURES: dict[str, tuple[str, str]] = {
     "latency_p50_ms": ("ms", "enqueue -> task function starts, idle worker, median"),
     "latency_p99_ms": ("ms", "enqueue -> task function starts, idle worker, 99th percentile"),
     "latency_after_idle_p50_ms": ("ms", "the same after 1 s of idle before each enqueue"),
+    "rabbitmq_e2e_per_s": (
+        "tasks/s",
+        "drain N sync no-ops with one worker process on RabbitMQ, job records in Redis",
+    ),
     **{
         name: (unit, f"{peer.configuration}: {what}")
         for peer in PEERS
@@ -122,6 +147,10 @@ RATIOS: dict[str, tuple[str, str]] = {
         "x",
         "enqueue_single_per_s / the largest peer_*_enqueue_per_s",
     ),
+    "rabbitmq_e2e_vs_fastest_peer": (
+        "x",
+        "rabbitmq_e2e_per_s / the largest peer_*_e2e_per_s of the peers on RabbitMQ",
+    ),
 }
 
 TARGETS = (
@@ -130,6 +159,15 @@ TARGETS = (
     Target("idle enqueue->start p99 <= 5 ms", "latency_p99_ms", "<=", 5.0),
     Target("worker peak RSS <= 80 MB", "worker_rss_mb", "<=", 80.0),
 )
+RABBITMQ_TARGETS = (
+    Target(
+        "end to end on RabbitMQ >= 2x the fastest RabbitMQ peer",
+        "rabbitmq_e2e_vs_fastest_peer",
+        ">=",
+        2.0,
+    ),
+)
+"""Apart from ``TARGETS``, which judge the embedded broker; the suite judges both."""
 
 
 def fastest_peer(results: Mapping[str, float], suffix: str) -> float | None:
@@ -149,7 +187,20 @@ def ratios(results: Mapping[str, float]) -> Figures:
         best = fastest_peer(results, suffix)
         if figure in results and best:
             found[ratio] = results[figure] / best
+    best_on_rabbitmq = fastest_rabbitmq_peer(results)
+    if "rabbitmq_e2e_per_s" in results and best_on_rabbitmq:
+        found["rabbitmq_e2e_vs_fastest_peer"] = results["rabbitmq_e2e_per_s"] / best_on_rabbitmq
     return found
+
+
+def fastest_rabbitmq_peer(results: Mapping[str, float]) -> float | None:
+    """The largest e2e figure of the peers on RabbitMQ, or None when none was measured."""
+    values = [
+        results[name]
+        for peer in PEERS
+        if peer.backend == "rabbitmq" and (name := f"peer_{peer.name}_e2e_per_s") in results
+    ]
+    return max(values) if values else None
 
 
 def peak_rss_mb(status: str) -> float | None:
@@ -211,6 +262,7 @@ def measure(directory: Path, sizes: Sizes) -> Figures:
     results["latency_p99_ms"] = percentile(busy, 99)
     results["latency_after_idle_p50_ms"] = percentile(idle, 50)
 
+    results.update(measure_rabbitmq(directory / "rabbitmq", sizes))
     results.update(measure_peers(directory / "peers", sizes))
     return results
 
@@ -412,6 +464,90 @@ async def probe(
     return delays
 
 
+# end to end on RabbitMQ
+
+
+def measure_rabbitmq(directory: Path, sizes: Sizes) -> Figures:
+    """``rabbitmq_e2e_per_s``, or nothing with a note when RabbitMQ or Redis is not here."""
+    for server, port in (("RabbitMQ", RABBITMQ_PORT), ("Redis", REDIS_PORT)):
+        if not server_listening("127.0.0.1", port):
+            progress(f"rabbitmq e2e: skipped, nothing listens on 127.0.0.1:{port} ({server})")
+            return {}
+    config = f"--concurrency {WORKER_CONCURRENCY} --prefetch {WORKER_PREFETCH}"
+    progress(f"rabbitmq e2e: {sizes.rabbitmq_e2e:,} sync no-op tasks through one worker ({config})")
+    directory.mkdir(parents=True, exist_ok=True)
+    per_s = drain_rabbitmq(directory, tasks_app.NOOP, sizes.rabbitmq_e2e)
+    progress(f"rabbitmq e2e: {per_s:,.0f} tasks/s")
+    return {"rabbitmq_e2e_per_s": per_s}
+
+
+def drain_rabbitmq(
+    directory: Path,
+    task: str,
+    count: int,
+    concurrency: int = WORKER_CONCURRENCY,
+    prefetch: int = WORKER_PREFETCH,
+) -> float:
+    """Tasks per second of one worker draining ``count`` calls of ``task`` on RabbitMQ.
+
+    The same fill and clock as ``drain``; the queue and the Redis key prefix hold a random
+    token, and are deleted afterwards however the drain ends.
+    """
+    token = secrets.token_hex(4)
+    queue = f"bench-conveyor-{token}"
+    results_url = f"{REDIS_URL}?prefix=conveyor-bench-{token}:"
+    app = tasks_app.build_rabbitmq(RABBITMQ_URL, results_url, queue)
+    begin, end = directory / f"rabbitmq-{token}.begin", directory / f"rabbitmq-{token}.end"
+    try:
+        asyncio.run(fill(app, task, count, begin, end))
+        worker = start_rabbitmq_worker(results_url, queue, concurrency, prefetch)
+        with terminating(worker, grace=30):
+            done = wait_rabbitmq_drained(worker, queue, end, timeout=120 + count / 500)
+            worker.terminate()
+            worker.wait(30)
+        if dead := rabbitmq_ready(dead_letter_queue(queue)):
+            raise RuntimeError(f"{dead} RabbitMQ jobs were dead-lettered")
+    finally:
+        delete_rabbitmq([queue, dead_letter_queue(queue)], [])
+        delete_redis_keys(token)
+    return per_second(count, done - float(begin.read_text()))
+
+
+def start_rabbitmq_worker(
+    results_url: str, queue: str, concurrency: int, prefetch: int
+) -> subprocess.Popen[str]:
+    """``python -m conveyor worker bench.tasks_app:rabbitmq_app`` on this run's queue."""
+    env = {
+        **os.environ,
+        tasks_app.RABBITMQ_URL_ENV: RABBITMQ_URL,
+        tasks_app.RESULTS_URL_ENV: results_url,
+        tasks_app.QUEUE_ENV: queue,
+    }
+    command = worker_command(concurrency, prefetch)
+    command[command.index("bench.tasks_app:app")] = "bench.tasks_app:rabbitmq_app"
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, text=True)
+
+
+def wait_rabbitmq_drained(
+    worker: subprocess.Popen[str], queue: str, end: Path, timeout: float
+) -> float:
+    """Every 10 ms: the time.time() at which the end marker has run and nothing is ready.
+
+    The RabbitMQ peers' rule (``bench.peers.rabbitmq_ready``), so that the figure and the
+    peers it is divided by end alike. The FIFO queue and one worker running one task at a
+    time mean every task before the marker has run by then.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if worker.poll() is not None:
+            raise RuntimeError(f"the RabbitMQ worker exited with {worker.returncode}")
+        if end.exists() and not rabbitmq_ready(queue):
+            return time.time()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the RabbitMQ worker did not drain {queue} within {timeout:.0f} s")
+        time.sleep(DRAIN_POLL_S)
+
+
 # peers
 
 
@@ -472,7 +608,7 @@ SUITE = Suite(
     description="Conveyor's task layer end to end on the embedded broker, beside the peers",
     run=run,
     ratios=ratios,
-    targets=TARGETS,
+    targets=(*TARGETS, *RABBITMQ_TARGETS),
     units=units_of(FIGURES, RATIOS),
 )
 

@@ -58,7 +58,8 @@ def test_nack_reject_purge_and_delete_block_until_done(sqlite_url: str) -> None:
         assert first is not None
         broker.nack(first)
         again = broker.get("work")
-        assert again is not None and again.redelivered
+        assert again is not None
+        assert again.redelivered
         broker.reject(again)
         assert broker.purge_queue("work") == 1
         assert broker.delete_queue("work") == 0

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from conveyor import Broker, Capability, ExchangeSpec, ExchangeType, Message, QueueSpec
-from conveyor.brokers.types import JobStatus, JobSubmission, Settlement, TaskStats
 from conveyor.brokers.results import JobStart
+from conveyor.brokers.types import JobStatus, JobSubmission, Settlement, TaskStats
 from conveyor.errors import ConfigError
 from conveyor.tasks.states import JobStates
 

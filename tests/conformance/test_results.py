@@ -11,9 +11,9 @@ import time
 import pytest
 
 from conveyor import Broker, Capability, Message, QueueSpec
+from conveyor.brokers.results import JobStart
 from conveyor.brokers.types import JobStatus, JobSubmission, Settlement, WorkerInfo
 from conveyor.errors import ConveyorError, JobNotFound
-from conveyor.brokers.results import JobStart
 from conveyor.tasks.states import JobStates
 
 NEEDS = (Capability.QUEUES, Capability.DEAD_LETTER)

@@ -25,7 +25,7 @@ async def test_consumer_options_are_checked(app: App) -> None:
     with pytest.raises(ConfigError, match="needs a group"):
         open_consumer(broker, ["t"])
     with pytest.raises(ConfigError, match="auto_offset_reset"):
-        open_consumer(broker, ["t"], group="g", auto_offset_reset="oldest")  # type: ignore[arg-type]
+        open_consumer(broker, ["t"], group="g", auto_offset_reset="oldest")
     consumer = open_consumer(broker, assign=[("t", 0)])
     with pytest.raises(ConfigError, match="needs a group"):
         await consumer.commit()

@@ -101,9 +101,12 @@ def _tests_a_scheme(node: ast.AST) -> bool:
 
     if isinstance(node, ast.Compare):
         return any(is_scheme(part) for part in [node.left, *node.comparators])
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-        if node.func.attr in ("startswith", "endswith"):
-            return any(is_scheme(arg) for arg in node.args)
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("startswith", "endswith")
+    ):
+        return any(is_scheme(arg) for arg in node.args)
     return False
 
 

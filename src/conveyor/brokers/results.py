@@ -36,6 +36,8 @@ class JobStart:
     attempt: int
     started_at: float
     worker: str
+    tag: int = 0
+    """The delivery's tag in the worker that started it (not stored)."""
 
 
 class ResultStore(ABC):

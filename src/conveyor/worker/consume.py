@@ -289,7 +289,13 @@ class Worker:
             if not atomic:
                 delivery = job.delivery
                 self._starts.append(
-                    JobStart(delivery.message.id, delivery.delivery_count, time.time(), self.id)
+                    JobStart(
+                        delivery.message.id,
+                        delivery.delivery_count,
+                        time.time(),
+                        self.id,
+                        delivery.tag,
+                    )
                 )
                 self._finished_event.set()
             if task.options.executor is Executor.THREAD:
@@ -438,11 +444,17 @@ class Worker:
             await self._flush(states)
 
     async def _flush(self, states: JobStates) -> None:
+        """Record the starts of jobs still running, then settle the finished ones.
+
+        A job that started and finished since the last flush needs only its outcome,
+        which records the attempt's start too.
+        """
         self._finished_event.clear()
+        batch, self._finished = self._finished, []
         if self._starts:
             starts, self._starts = self._starts, []
-            await states.start(starts)
-        batch, self._finished = self._finished, []
+            finished = {settlement.delivery.tag for settlement in batch}
+            await states.start([s for s in starts if s.tag not in finished])
         if not batch:
             return
         self._settling = len(batch)

@@ -1,0 +1,185 @@
+"""The ``backends`` suite's pure parts, and the RabbitMQ part of the ``tasks`` suite.
+
+Nothing here times anything or talks to a server: the suites run with
+``python -m bench backends`` and ``python -m bench tasks``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from bench import backends, tasks, tasks_app
+from bench.__main__ import SUITES, parse_args
+from bench.harness import ROOT, build_report
+from bench.peers import PEERS
+
+from conveyor import QueueSpec
+
+BOTH_SIDES = {
+    "rabbitmq_raw_publish_per_s": 10_000.0,
+    "rabbitmq_publish_per_s": 9_000.0,
+    "rabbitmq_raw_consume_per_s": 20_000.0,
+    "rabbitmq_consume_per_s": 12_000.0,
+}
+
+
+def test_ratios_divide_each_conveyor_figure_by_its_raw_twin() -> None:
+    found = backends.ratios(BOTH_SIDES)
+    assert found == {
+        "rabbitmq_publish_vs_raw": pytest.approx(0.9),
+        "rabbitmq_consume_vs_raw": pytest.approx(0.6),
+    }
+
+
+@pytest.mark.parametrize(
+    "missing",
+    ["rabbitmq_publish_per_s", "rabbitmq_raw_publish_per_s"],
+    ids=["conveyor", "raw"],
+)
+def test_a_ratio_is_left_out_when_a_side_is_missing(missing: str) -> None:
+    results = {name: value for name, value in BOTH_SIDES.items() if name != missing}
+    assert set(backends.ratios(results)) == {"rabbitmq_consume_vs_raw"}
+
+
+def test_a_ratio_is_left_out_when_the_raw_side_is_zero() -> None:
+    results = {**BOTH_SIDES, "rabbitmq_raw_consume_per_s": 0.0}
+    assert set(backends.ratios(results)) == {"rabbitmq_publish_vs_raw"}
+    assert backends.ratios({}) == {}
+
+
+def test_the_suite_is_registered_and_selectable() -> None:
+    assert SUITES["backends"] is backends.SUITE
+    assert backends.SUITE.name == "backends"
+    arguments = parse_args(["backends", "--quick", "--json", "out.json"])
+    assert (arguments.suite, arguments.quick, arguments.json) == ("backends", True, "out.json")
+
+
+def test_every_figure_and_ratio_has_a_unit_and_every_target_a_figure() -> None:
+    names = {*backends.FIGURES, *backends.RATIOS}
+    assert set(backends.SUITE.units) == names
+    for name in backends.FIGURES:
+        assert backends.SUITE.units[name] == "msg/s"
+    for name in backends.RATIOS:
+        assert backends.SUITE.units[name] == "x"
+    assert {target.figure for target in backends.TARGETS} == set(backends.RATIOS)
+    assert set(backends.ratios(BOTH_SIDES)) == set(backends.RATIOS)
+
+
+def test_targets_are_at_least_eighty_percent_of_raw() -> None:
+    results = {**BOTH_SIDES}
+    report = build_report("backends", {}, [(results, backends.ratios(results))], backends.TARGETS)
+    met = {target["figure"]: target["met"] for target in report["targets"]}
+    assert met == {"rabbitmq_publish_vs_raw": True, "rabbitmq_consume_vs_raw": False}
+    assert {target.threshold for target in backends.TARGETS} == {0.8}
+
+
+def test_quick_sizes_are_smaller_and_whole_batches_in_every_round() -> None:
+    assert backends.ROUNDS % 2 == 0  # the mirrored order needs pairs of rounds
+    for field in backends.FULL.__slots__:
+        quick, full = getattr(backends.QUICK, field), getattr(backends.FULL, field)
+        assert quick < full
+        assert quick % (backends.BATCH * backends.ROUNDS) == 0
+        assert full % (backends.BATCH * backends.ROUNDS) == 0
+
+
+def test_queue_names_are_valid_and_distinct_per_run_and_figure() -> None:
+    names = {
+        backends.queue_name(token, figure)
+        for token in ("0badcafe", "deadbeef")
+        for figure in backends.FIGURES
+    }
+    assert len(names) == 2 * len(backends.FIGURES)
+    for name in names:
+        assert QueueSpec(name).name == name
+
+
+def test_a_failure_to_connect_is_told_on_one_line() -> None:
+    error = ConnectionRefusedError(111, "Connect call failed\n('127.0.0.1', 5672)")
+    assert "\n" not in backends.describe(error)
+    assert backends.describe(error).startswith("ConnectionRefusedError: ")
+    assert backends.describe(TimeoutError()) == "TimeoutError"
+    stop = backends.Unreachable("RabbitMQ is not reachable")
+    assert isinstance(stop, SystemExit)
+    assert stop.code == "backends: RabbitMQ is not reachable"
+
+
+async def test_an_unreachable_server_stops_the_suite_with_that_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def refused() -> None:
+        raise ConnectionRefusedError(111, "Connect call failed")
+
+    monkeypatch.setattr(backends, "raw_connection", refused)
+    with pytest.raises(SystemExit, match=r"^backends: RabbitMQ is not reachable at amqp://"):
+        await backends.check_reachable()
+
+
+def test_the_harness_imports_without_the_amqp_client() -> None:
+    """The other suites must run where the rabbitmq extra is not installed."""
+    code = "import sys, bench.__main__; print('aio_pika' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "False"
+
+
+# the tasks suite's RabbitMQ part
+
+
+def test_rabbitmq_e2e_is_compared_with_the_fastest_peer_on_rabbitmq_only() -> None:
+    results = {
+        "e2e_per_s": 60_000.0,
+        "rabbitmq_e2e_per_s": 12_000.0,
+        "peer_celery_rabbitmq_e2e_per_s": 3_000.0,
+        "peer_dramatiq_rabbitmq_e2e_per_s": 4_000.0,
+        "peer_huey_redis_e2e_per_s": 6_000.0,
+    }
+    found = tasks.ratios(results)
+    assert found["rabbitmq_e2e_vs_fastest_peer"] == pytest.approx(3.0)
+    assert found["e2e_vs_fastest_peer"] == pytest.approx(10.0)  # every peer, as before
+    assert tasks.fastest_rabbitmq_peer(results) == 4_000.0
+
+
+def test_no_rabbitmq_ratio_without_its_figure_or_a_rabbitmq_peer() -> None:
+    redis_only = {"rabbitmq_e2e_per_s": 12_000.0, "peer_huey_redis_e2e_per_s": 6_000.0}
+    assert "rabbitmq_e2e_vs_fastest_peer" not in tasks.ratios(redis_only)
+    assert tasks.fastest_rabbitmq_peer(redis_only) is None
+    no_figure = {"peer_celery_rabbitmq_e2e_per_s": 3_000.0}
+    assert "rabbitmq_e2e_vs_fastest_peer" not in tasks.ratios(no_figure)
+    zero = {"rabbitmq_e2e_per_s": 1.0, "peer_celery_rabbitmq_e2e_per_s": 0.0}
+    assert "rabbitmq_e2e_vs_fastest_peer" not in tasks.ratios(zero)
+
+
+def test_the_rabbitmq_peers_are_celery_and_dramatiq() -> None:
+    on_rabbitmq = {peer.name for peer in PEERS if peer.backend == "rabbitmq"}
+    assert on_rabbitmq == {"celery_rabbitmq", "dramatiq_rabbitmq"}
+
+
+def test_the_rabbitmq_figure_ratio_and_target_are_in_the_suite() -> None:
+    assert tasks.SUITE.units["rabbitmq_e2e_per_s"] == "tasks/s"
+    assert tasks.SUITE.units["rabbitmq_e2e_vs_fastest_peer"] == "x"
+    (target,) = tasks.RABBITMQ_TARGETS
+    assert (target.figure, target.op, target.threshold) == ("rabbitmq_e2e_vs_fastest_peer", ">=", 2)
+    assert tuple(tasks.SUITE.targets) == (*tasks.TARGETS, target)
+    assert target not in tasks.TARGETS
+    assert tasks.QUICK.rabbitmq_e2e < tasks.FULL.rabbitmq_e2e
+
+
+def test_the_rabbitmq_app_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(vars(tasks_app), "rabbitmq_app", raising=False)
+    monkeypatch.setenv(tasks_app.RABBITMQ_URL_ENV, "amqp://guest:guest@127.0.0.1:5672/")
+    monkeypatch.setenv(tasks_app.RESULTS_URL_ENV, "redis://127.0.0.1:6379/15?prefix=t-1234:")
+    monkeypatch.setenv(tasks_app.QUEUE_ENV, "bench-conveyor-1234")
+    try:
+        app = tasks_app.rabbitmq_app
+        assert tasks_app.rabbitmq_app is app  # built once, then an ordinary attribute
+        assert app.broker_url == "amqp://guest:guest@127.0.0.1:5672/"
+        assert app.results_url == "redis://127.0.0.1:6379/15?prefix=t-1234:"
+        assert app.default_queue == "bench-conveyor-1234"
+        assert set(app.tasks) == set(tasks_app.app.tasks)
+    finally:
+        vars(tasks_app).pop("rabbitmq_app", None)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = tasks_app.nothing
