@@ -18,7 +18,9 @@ async def test_ack_removes_the_message(broker: Broker, name: str) -> None:
     await broker.ack(delivery)
 
     stats = await broker.queue_stats(name)
-    assert (stats.depth, stats.acked) == (0, 1)
+    assert stats.ready == 0
+    if Capability.EXACT_STATS in broker.capabilities:
+        assert (stats.depth, stats.acked) == (0, 1)
     assert await broker.get(name) is None
 
 
@@ -32,11 +34,13 @@ async def test_ack_many_removes_every_message_in_one_step(broker: Broker, name: 
     await broker.ack_many(deliveries)
 
     stats = await broker.queue_stats(name)
-    assert (stats.depth, stats.unacked, stats.acked) == (1, 0, 3)
+    assert stats.ready == 1
+    if Capability.EXACT_STATS in broker.capabilities:
+        assert (stats.depth, stats.unacked, stats.acked) == (1, 0, 3)
     assert bodies(await broker.receive(name, max_messages=10)) == [b"left"]
 
 
-@pytest.mark.needs(Capability.QUEUES)
+@pytest.mark.needs(Capability.QUEUES, Capability.EXACT_STATS)
 async def test_ack_only_removes_the_acked_message(broker: Broker, name: str) -> None:
     await broker.declare_queue(QueueSpec(name))
     await publish_bodies(broker, name, b"a", b"b")
@@ -46,7 +50,7 @@ async def test_ack_only_removes_the_acked_message(broker: Broker, name: str) -> 
 
     assert (await broker.queue_stats(name)).unacked == 1
     await broker.ack(second)  # its lease is untouched
-    assert (await broker.queue_stats(name)).depth == 0
+    assert (await broker.queue_stats(name)).at_least == 0
 
 
 @pytest.mark.needs(Capability.QUEUES)
@@ -69,7 +73,7 @@ async def test_nack_with_requeue_makes_the_message_ready_again_as_redelivered(
     assert (again.delivery_count, again.redelivered) == (2, True)
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.DELAYS)
+@pytest.mark.needs(Capability.QUEUES, Capability.DELAYS, Capability.EXACT_STATS)
 async def test_nack_with_delay_holds_the_message_back_for_the_delay(
     broker: Broker, name: str
 ) -> None:
@@ -100,7 +104,7 @@ async def test_reject_without_a_dead_letter_exchange_drops_the_message(
 
     await broker.reject(delivery)
 
-    assert (await broker.queue_stats(name)).depth == 0
+    assert (await broker.queue_stats(name)).at_least == 0
     assert await broker.get(name) is None
 
 
@@ -115,7 +119,7 @@ async def test_nack_without_requeue_drops_the_message_like_reject(
 
     await broker.nack(delivery, requeue=False)
 
-    assert (await broker.queue_stats(name)).depth == 0
+    assert (await broker.queue_stats(name)).at_least == 0
 
 
 @pytest.mark.needs(Capability.QUEUES)
@@ -126,7 +130,7 @@ async def test_get_returns_none_on_an_empty_queue(broker: Broker, name: str) -> 
     assert await broker.receive(name, max_messages=10) == []
 
 
-@pytest.mark.needs(Capability.QUEUES)
+@pytest.mark.needs(Capability.QUEUES, Capability.EXACT_STATS)
 async def test_receive_leases_at_most_max_messages(broker: Broker, name: str) -> None:
     await broker.declare_queue(QueueSpec(name))
     await publish_bodies(broker, name, b"a", b"b", b"c", b"d", b"e")

@@ -86,6 +86,8 @@ def _awaitable(call: Callable[[], object]) -> Callable[[], Awaitable[object]]:
 
 # Guarantees with no method of their own: refused by the methods they shape, if at all.
 _BEHAVIOURAL = {
+    Capability.EXACT_STATS,
+    Capability.ROUTE_COUNTS,
     Capability.FENCED_ACKS,
     Capability.UNCOUNTED_RELEASE,
     Capability.ATOMIC_BATCH_PUBLISH,

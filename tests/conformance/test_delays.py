@@ -33,7 +33,7 @@ async def test_delayed_message_is_delivered_after_its_delay(broker: Broker, name
     assert delivery.delivery_count == 1
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.DELAYS)
+@pytest.mark.needs(Capability.QUEUES, Capability.DELAYS, Capability.EXACT_STATS)
 async def test_delayed_message_counts_as_delayed_until_its_delay_ends(
     broker: Broker, name: str
 ) -> None:

@@ -148,7 +148,7 @@ async def test_stale_ack_after_redelivery_raises_lease_lost_and_keeps_the_messag
 
     assert (await broker.queue_stats(name)).unacked == 1
     await broker.ack(current)  # the new holder's lease is intact
-    assert (await broker.queue_stats(name)).depth == 0
+    assert (await broker.queue_stats(name)).at_least == 0
 
 
 @pytest.mark.needs(Capability.QUEUES, Capability.LEASES, Capability.FENCED_ACKS)
@@ -176,7 +176,7 @@ async def test_stale_extend_after_redelivery_raises_lease_lost_and_leaves_the_ne
         await broker.extend_lease(stale, 30)
 
     await broker.ack(current)
-    assert (await broker.queue_stats(name)).depth == 0
+    assert (await broker.queue_stats(name)).at_least == 0
 
 
 @pytest.mark.needs(Capability.QUEUES, Capability.LEASES, Capability.FENCED_ACKS)
@@ -216,7 +216,7 @@ async def test_extend_lease_keeps_the_message_away_past_the_original_deadline(
 
     assert await broker.get(name) is None
     await broker.ack(extended)
-    assert (await broker.queue_stats(name)).depth == 0
+    assert (await broker.queue_stats(name)).at_least == 0
 
 
 @pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
@@ -297,7 +297,7 @@ async def test_consumer_yields_every_message_in_order(broker: Broker, name: str)
             break
 
     assert received == payloads
-    assert (await broker.queue_stats(name)).depth == 0
+    assert (await broker.queue_stats(name)).at_least == 0
 
 
 @pytest.mark.needs(Capability.QUEUES, Capability.LEASES)

@@ -13,7 +13,7 @@ from tests.conformance.helpers import bodies, publish_bodies, receive_bodies
 # declaring
 
 
-@pytest.mark.needs(Capability.QUEUES)
+@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
 async def test_declaring_a_queue_again_with_the_same_options_changes_nothing(
     broker: Broker, name: str
 ) -> None:
@@ -27,7 +27,7 @@ async def test_declaring_a_queue_again_with_the_same_options_changes_nothing(
     assert await receive_bodies(broker, name) == [b"kept"]
 
 
-@pytest.mark.needs(Capability.QUEUES)
+@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
 async def test_redeclaring_a_queue_with_other_options_raises_config_error(
     broker: Broker, name: str
 ) -> None:
@@ -37,7 +37,7 @@ async def test_redeclaring_a_queue_with_other_options_raises_config_error(
         await broker.declare_queue(QueueSpec(name, lease_timeout=10))
 
 
-@pytest.mark.needs(Capability.QUEUES)
+@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
 async def test_failed_redeclare_leaves_the_queue_and_its_messages_as_they_were(
     broker: Broker, name: str
 ) -> None:
@@ -88,11 +88,11 @@ async def test_queue_redeclared_after_delete_starts_empty(broker: Broker, name: 
 
     await broker.declare_queue(QueueSpec(name))
 
-    assert (await broker.queue_stats(name)).depth == 0
+    assert (await broker.queue_stats(name)).at_least == 0
     assert await broker.get(name) is None
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.DELAYS)
+@pytest.mark.needs(Capability.QUEUES, Capability.DELAYS, Capability.EXACT_STATS)
 async def test_purge_removes_ready_and_delayed_messages_but_not_leased_ones(
     broker: Broker, name: str
 ) -> None:
@@ -107,7 +107,7 @@ async def test_purge_removes_ready_and_delayed_messages_but_not_leased_ones(
     stats = await broker.queue_stats(name)
     assert (stats.ready, stats.delayed, stats.unacked) == (0, 0, 1)
     await broker.ack(leased)  # still held: the purge left it alone
-    assert (await broker.queue_stats(name)).depth == 0
+    assert (await broker.queue_stats(name)).at_least == 0
 
 
 @pytest.mark.needs(Capability.QUEUES)
@@ -123,7 +123,7 @@ async def test_purged_messages_are_not_delivered(broker: Broker, name: str) -> N
 # listing
 
 
-@pytest.mark.needs(Capability.QUEUES)
+@pytest.mark.needs(Capability.QUEUES, Capability.LEASES)
 async def test_list_queues_returns_every_queue_with_its_options_sorted_by_name(
     broker: Broker, name: str
 ) -> None:
@@ -146,7 +146,7 @@ async def test_list_queues_returns_every_queue_with_its_options_sorted_by_name(
 # statistics
 
 
-@pytest.mark.needs(Capability.QUEUES)
+@pytest.mark.needs(Capability.QUEUES, Capability.EXACT_STATS)
 async def test_new_queue_stats_are_zero(broker: Broker, name: str) -> None:
     await broker.declare_queue(QueueSpec(name))
 
@@ -159,7 +159,7 @@ async def test_new_queue_stats_are_zero(broker: Broker, name: str) -> None:
     assert stats.oldest_age is None
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.DELAYS)
+@pytest.mark.needs(Capability.QUEUES, Capability.DELAYS, Capability.EXACT_STATS)
 async def test_queue_stats_count_ready_delayed_and_unacked_messages(
     broker: Broker, name: str
 ) -> None:
@@ -174,7 +174,7 @@ async def test_queue_stats_count_ready_delayed_and_unacked_messages(
     assert stats.depth == 4
 
 
-@pytest.mark.needs(Capability.QUEUES)
+@pytest.mark.needs(Capability.QUEUES, Capability.EXACT_STATS)
 async def test_queue_stats_count_published_delivered_and_acked(broker: Broker, name: str) -> None:
     await broker.declare_queue(QueueSpec(name))
     await publish_bodies(broker, name, b"a", b"b", b"c")
@@ -187,7 +187,7 @@ async def test_queue_stats_count_published_delivered_and_acked(broker: Broker, n
     assert (stats.ready, stats.unacked) == (1, 1)
 
 
-@pytest.mark.needs(Capability.QUEUES)
+@pytest.mark.needs(Capability.QUEUES, Capability.EXACT_STATS)
 async def test_queue_stats_bytes_follow_the_bodies_held(broker: Broker, name: str) -> None:
     await broker.declare_queue(QueueSpec(name))
     await publish_bodies(broker, name, b"abc", b"defgh")
@@ -201,7 +201,7 @@ async def test_queue_stats_bytes_follow_the_bodies_held(broker: Broker, name: st
     assert (await broker.queue_stats(name)).bytes == 5
 
 
-@pytest.mark.needs(Capability.QUEUES)
+@pytest.mark.needs(Capability.QUEUES, Capability.EXACT_STATS)
 async def test_queue_stats_report_the_age_of_the_oldest_waiting_message(
     broker: Broker, name: str
 ) -> None:
@@ -270,7 +270,7 @@ async def test_publish_batch_delivers_messages_in_batch_order(broker: Broker, na
     assert await receive_bodies(broker, name) == payloads
 
 
-@pytest.mark.needs(Capability.QUEUES)
+@pytest.mark.needs(Capability.QUEUES, Capability.ATOMIC_BATCH_PUBLISH)
 async def test_publish_batch_stores_nothing_when_one_message_is_unroutable(
     broker: Broker, name: str
 ) -> None:

@@ -8,4 +8,4 @@ async def test_published_message_is_received_once(broker: Broker, name: str) -> 
     assert delivery.message.body == b"hello"
     assert await broker.receive(name) == []
     await broker.ack(delivery)
-    assert (await broker.queue_stats(name)).depth == 0
+    assert (await broker.queue_stats(name)).at_least == 0

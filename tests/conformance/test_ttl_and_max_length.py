@@ -31,7 +31,7 @@ async def test_message_past_its_own_ttl_is_not_delivered(broker: Broker, name: s
     await asyncio.sleep(0.35)
 
     assert await broker.get(name) is None
-    assert (await broker.queue_stats(name)).depth == 0
+    assert (await broker.queue_stats(name)).at_least == 0
 
 
 @pytest.mark.needs(Capability.QUEUES, Capability.TTL)
@@ -52,7 +52,7 @@ async def test_message_past_the_queue_message_ttl_is_not_delivered(
     await asyncio.sleep(0.35)
 
     assert await broker.get(name) is None
-    assert (await broker.queue_stats(name)).depth == 0
+    assert (await broker.queue_stats(name)).at_least == 0
 
 
 @pytest.mark.needs(Capability.QUEUES, Capability.TTL)
@@ -133,7 +133,7 @@ async def test_max_length_with_drop_head_drops_the_oldest_message(
 
     await publish_bodies(broker, name, b"first", b"second", b"third")
 
-    assert (await broker.queue_stats(name)).depth == 2
+    assert (await broker.queue_stats(name)).at_least == 2
     assert await receive_bodies(broker, name) == [b"second", b"third"]
 
 
@@ -181,7 +181,7 @@ async def test_reject_publish_accepts_messages_up_to_max_length(broker: Broker, 
     assert await receive_bodies(broker, name) == [b"a", b"b", b"c"]
 
 
-@pytest.mark.needs(Capability.QUEUES, Capability.MAX_LENGTH)
+@pytest.mark.needs(Capability.QUEUES, Capability.MAX_LENGTH, Capability.LEASES)
 async def test_reject_publish_counts_leased_messages_against_max_length(
     broker: Broker, name: str
 ) -> None:
@@ -199,7 +199,7 @@ async def test_max_bytes_with_drop_head_drops_the_oldest_message(broker: Broker,
 
     await publish_bodies(broker, name, b"aaaa", b"bbbb", b"cccc")
 
-    assert (await broker.queue_stats(name)).bytes <= 10
+    assert ((await broker.queue_stats(name)).bytes or 0) <= 10
     assert await receive_bodies(broker, name) == [b"bbbb", b"cccc"]
 
 
@@ -235,8 +235,8 @@ async def test_queue_full_in_one_queue_stores_nothing_in_the_others(
     with pytest.raises(QueueFull):
         await broker.publish_batch(batch)
 
-    assert (await broker.queue_stats(name)).depth == 0
-    assert (await broker.queue_stats(full)).depth == 0
+    assert (await broker.queue_stats(name)).at_least == 0
+    assert (await broker.queue_stats(full)).at_least == 0
 
 
 # queue expiry

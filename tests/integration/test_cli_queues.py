@@ -134,6 +134,7 @@ def test_exchanges_bindings_and_publishing_through_them(cli: Cli) -> None:
     assert cli("bind", "events", "audit", "--routing-key", "order.*").code == 0
     assert cli("bind", "events", "urgent", "--routing-key", "*.urgent").code == 0
     stats = cli.broker(lambda b: b.exchange_stats("events"))
+    assert stats.bindings is not None
     assert sorted((b.queue, b.routing_key) for b in stats.bindings) == [
         ("audit", "order.*"),
         ("urgent", "*.urgent"),
@@ -162,7 +163,7 @@ def test_exchanges_bindings_and_publishing_through_them(cli: Cli) -> None:
     cli("unbind", "events", "audit", "--routing-key", "order.*").one_line_error(
         1, "there is no binding"
     )
-    assert len(cli.broker(lambda b: b.exchange_stats("events")).bindings) == 1
+    assert len(cli.broker(lambda b: b.exchange_stats("events")).bindings or ()) == 1
     assert cli("exchanges", "delete", "events").code == 0
     cli("exchanges", "delete", "events").one_line_error(1, "exchange 'events' does not exist")
     cli("bind", "nope", "audit").one_line_error(1, "'nope' does not exist")
@@ -173,7 +174,7 @@ def test_headers_bindings_take_header_values_and_x_match(cli: Cli) -> None:
     cli("exchanges", "declare", "by-region", "--type", "headers")
     result = cli("bind", "by-region", "eu", "--header", "region=eu,tier=gold", "--match", "any")
     assert result.code == 0, result.err
-    (binding,) = cli.broker(lambda b: b.exchange_stats("by-region")).bindings
+    (binding,) = cli.broker(lambda b: b.exchange_stats("by-region")).bindings or ()
     assert binding == Binding(
         "by-region", "eu", "", {"region": "eu", "tier": "gold", "x-match": "any"}
     )

@@ -363,6 +363,7 @@ async def test_jobs_a_graceful_stop_gives_back_keep_their_attempts(setting: Sett
     await setting.stop(first, within=10)
     # the lifetime counters are exact once the only receiver has closed
     delivered = (await setting.broker.queue_stats(QUEUE)).delivered
+    assert delivered is not None
     given_back = delivered - len(setting.runs(complete=True))
     assert given_back > 0, "the stop gave no job back: nothing to check"
 

@@ -31,6 +31,12 @@ class Capability(StrEnum):
     settle the copy that was redelivered to someone else. Without it, a late ack may."""
     UNCOUNTED_RELEASE = "uncounted-release"
     """``release`` gives a delivery back without counting it as an attempt."""
+    EXACT_STATS = "exact-stats"
+    """``queue_stats`` knows every figure at once (delayed, unacked, bytes, the lifetime
+    counters) and ``exchange_stats`` the unroutable count. Without it only ``ready`` is
+    exact; the rest may be sampled a few seconds late, or None where unknown."""
+    ROUTE_COUNTS = "route-counts"
+    """``publish`` says how many queues each message reached. Without it: 1 if any, else 0."""
     ATOMIC_BATCH_PUBLISH = "atomic-batch-publish"
     """``publish_batch`` stores all messages or none; without it, a failure part-way through
     may leave the first messages published."""

@@ -211,39 +211,52 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """A snapshot of one queue.
+    """A snapshot of one queue. ``None`` is a figure this backend cannot know (never 0).
 
-    ``ready``, ``delayed``, ``unacked`` and ``bytes`` are exact. The lifetime counters
-    (``published``, ``delivered``, ``acked``, ``dead_lettered``) are statistics, as
-    RabbitMQ's rates are: each process stores its own at most once a second and when it
-    closes, so another process's last second may not show yet, and a process killed
-    outright takes its last second of counting with it. Messages are never affected.
+    On the embedded broker ``ready``, ``delayed``, ``unacked`` and ``bytes`` are exact. The
+    lifetime counters (``published``, ``delivered``, ``acked``, ``dead_lettered``) are
+    statistics, as RabbitMQ's rates are: each process stores its own at most once a second
+    and when it closes, so another process's last second may not show yet, and a process
+    killed outright takes its last second of counting with it. Messages are never affected.
+    On RabbitMQ only ``ready`` is exact; the rest come from the management API, sampled.
     """
 
     queue: str
     ready: int
-    delayed: int
-    unacked: int
+    delayed: int | None
+    unacked: int | None
     oldest_age: float | None
-    published: int
-    delivered: int
-    acked: int
-    dead_lettered: int
-    bytes: int
+    published: int | None
+    delivered: int | None
+    acked: int | None
+    dead_lettered: int | None
+    bytes: int | None
 
     @property
-    def depth(self) -> int:
+    def depth(self) -> int | None:
+        """Every message the queue holds, or None when a part of it is unknown."""
+        if self.delayed is None or self.unacked is None:
+            return None
         return self.ready + self.delayed + self.unacked
+
+    @property
+    def at_least(self) -> int:
+        """The depth where it is known, else the messages known to wait: a lower bound."""
+        depth = self.depth
+        return depth if depth is not None else self.ready + (self.delayed or 0)
 
 
 @dataclass(frozen=True, slots=True)
 class ExchangeStats:
-    """An exchange, its bindings, and how many messages it could route nowhere (dropped)."""
+    """An exchange, its bindings, and how many messages it could route nowhere (dropped).
+
+    ``None`` is what the backend cannot know (RabbitMQ without its management API).
+    """
 
     exchange: str
-    type: ExchangeType
-    bindings: tuple[Binding, ...]
-    unroutable: int
+    type: ExchangeType | None
+    bindings: tuple[Binding, ...] | None
+    unroutable: int | None
 
 
 class JobStatus(StrEnum):

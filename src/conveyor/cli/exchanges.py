@@ -62,7 +62,7 @@ def _row(stats: ExchangeStats) -> dict[str, Any]:
     return {
         "name": stats.exchange or DEFAULT,
         "type": stats.type,
-        "bindings": len(stats.bindings),
+        "bindings": None if stats.bindings is None else len(stats.bindings),
         "unroutable": stats.unroutable,
     }
 
@@ -100,7 +100,7 @@ def _binding(binding: Binding) -> dict[str, Any]:
 
 async def show_exchange(ctx: Context) -> int:
     stats = await ctx.broker.exchange_stats(_name(ctx.arguments.name))
-    bindings = [_binding(b) for b in stats.bindings]
+    bindings = [_binding(b) for b in stats.bindings or ()]
     if ctx.json:
         print_json({**_row(stats), "bindings": bindings})
         return 0
@@ -108,8 +108,13 @@ async def show_exchange(ctx: Context) -> int:
         fields(
             [
                 ("exchange", stats.exchange or DEFAULT),
-                ("type", stats.type.value),
-                ("unroutable", f"{stats.unroutable} messages dropped"),
+                ("type", "unknown" if stats.type is None else stats.type.value),
+                (
+                    "unroutable",
+                    "unknown"
+                    if stats.unroutable is None
+                    else f"{stats.unroutable} messages dropped",
+                ),
             ]
         )
     )
@@ -151,7 +156,7 @@ async def _bound(ctx: Context, binding: Binding) -> bool:
     return any(
         (b.queue, b.routing_key, dict(b.arguments))
         == (binding.queue, binding.routing_key, dict(binding.arguments))
-        for b in stats.bindings
+        for b in stats.bindings or ()
     )
 
 

@@ -70,7 +70,7 @@ async def settled(emails: int, timeout: float) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
         queue = await broker.queue_stats(newsletter.QUEUE)
-        dead = (await broker.queue_stats(dead_letter_queue(newsletter.QUEUE))).depth
+        dead = (await broker.queue_stats(dead_letter_queue(newsletter.QUEUE))).at_least
         if queue.depth == 0 and queue.unacked == 0:
             return {"dead": dead}
         if time.monotonic() > deadline:

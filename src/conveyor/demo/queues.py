@@ -71,7 +71,7 @@ async def consume(url: str, expected: int, quit_after: int | None, ready: Path |
             received = time.time()
             if quit_after is not None or not deliveries:
                 stats = await broker.queue_stats(QUEUE)
-                if stats.published >= expected:  # the producer is done
+                if (stats.published or 0) >= expected:  # the producer is done
                     if not deliveries and stats.depth == 0:
                         break
                     quit_after = None if quit_after is None else 0  # quit while work is left
@@ -163,7 +163,7 @@ def summarize(count: int, producer: Report, consumers: dict[str, Report], depth:
 
 async def queue_depth(url: str) -> int:
     async with open_broker(url) as broker:
-        return (await broker.queue_stats(QUEUE)).depth
+        return (await broker.queue_stats(QUEUE)).at_least
 
 
 def main(argv: list[str] | None = None) -> int:

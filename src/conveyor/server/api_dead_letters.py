@@ -31,7 +31,7 @@ def dead_letter_json(dead: DeadLetter, *, detail: bool = False) -> dict[str, Any
 async def list_queue_dead_letters(queue: str, state: State, paging: PageQuery) -> dict[str, Any]:
     """Without their tracebacks (inspect one for that); nothing is removed."""
     dead_queue = dead_letter_queue(queue)
-    total = (await state.queue_stats(dead_queue)).depth
+    total = (await state.queue_stats(dead_queue)).at_least
     broker = await state.broker()
     found = await list_dead_letters(broker, dead_queue, limit=paging.limit, offset=paging.offset)
     return paging.page([dead_letter_json(dead) for dead in found], max(total, len(found)))

@@ -71,11 +71,11 @@ def exchange_json(stats: ExchangeStats, spec: ExchangeSpec | None) -> dict[str, 
     return {
         "name": stats.exchange,
         "default": stats.exchange == "",
-        "type": stats.type.value,
+        "type": None if stats.type is None else stats.type.value,
         "alternate_exchange": None if spec is None else spec.alternate_exchange,
         "bindings": [
             {"queue": b.queue, "routing_key": b.routing_key, "arguments": dict(b.arguments)}
-            for b in stats.bindings
+            for b in stats.bindings or ()
         ],
         "unroutable": stats.unroutable,
     }
@@ -116,7 +116,7 @@ async def browse_queue(name: str, state: State, paging: PageQuery) -> dict[str, 
     """In delivery order, leased ones included; nothing is leased or changed."""
     broker = await state.broker()
     messages = await broker.browse(name, limit=paging.limit, offset=paging.offset)
-    total = (await state.queue_stats(name)).depth
+    total = (await state.queue_stats(name)).at_least
     return paging.page([message_json(m) for m in messages], max(total, len(messages)))
 
 

@@ -49,9 +49,9 @@ async def _queue_reasons(state: ServerState, limits: AlertThresholds) -> list[st
     for view in await state.queue_views():
         name, stats = view.spec.name, view.stats
         if view.is_dead_letter_queue:
-            if stats.depth > limits.dead_letters:
+            if stats.at_least > limits.dead_letters:
                 reasons.append(
-                    f"queue {name!r} holds {stats.depth} dead letters (> {limits.dead_letters})"
+                    f"queue {name!r} holds {stats.at_least} dead letters (> {limits.dead_letters})"
                 )
             continue
         if stats.ready > limits.queue_depth:

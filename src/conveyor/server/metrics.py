@@ -93,7 +93,11 @@ QUEUE_FIGURES = (
 
 def queue_families(out: Exposition, views: list[QueueView]) -> None:
     for name, kind, help_text, field in QUEUE_FIGURES:
-        samples = [({"queue": v.spec.name}, float(getattr(v.stats, field))) for v in views]
+        samples = [  # a figure the backend cannot know is left out, never shown as 0
+            ({"queue": v.spec.name}, float(value))
+            for v in views
+            if (value := getattr(v.stats, field)) is not None
+        ]
         out.family(name, kind, help_text, samples)
     out.family(
         "conveyor_queue_oldest_message_age_seconds",
@@ -101,7 +105,7 @@ def queue_families(out: Exposition, views: list[QueueView]) -> None:
         "Seconds the oldest ready message has waited (0 when none is ready).",
         [({"queue": v.spec.name}, v.stats.oldest_age or 0.0) for v in views],
     )
-    depth = {v.spec.name: v.stats.depth for v in views}
+    depth = {v.spec.name: v.stats.at_least for v in views}
     out.family(
         "conveyor_queue_dead_letters",
         "gauge",

@@ -232,7 +232,7 @@ class Worker:
         if self._ready or self._running or self._finished:
             return False
         for queue in self.queues:
-            if (await broker.queue_stats(queue)).depth:
+            if (await broker.queue_stats(queue)).at_least:
                 return False
         return True
 

@@ -126,7 +126,7 @@ async def list_page(console: Console, session: Session, queue: str, offset: int)
     await console.state.queue_spec(dead_queue)
     broker = await console.state.broker()
     found = await list_dead_letters(broker, dead_queue, limit=PAGE_SIZE, offset=offset)
-    total = max((await console.state.queue_stats(dead_queue)).depth, offset + len(found))
+    total = max((await console.state.queue_stats(dead_queue)).at_least, offset + len(found))
     page = Page(f"Dead letters of {queue}", "dead-letters")
     page.add("actions", "Replay or purge all", bulk_forms(session, queue, total), live=False)
     rows = [

@@ -32,11 +32,13 @@ Point = tuple[float, float]
 
 @dataclass(frozen=True, slots=True)
 class Sample:
+    """One reading; None for what the backend cannot know, which draws no point."""
+
     at: float
-    depth: int
-    published: int
-    acked: int
-    dead_lettered: int
+    depth: int | None
+    published: int | None
+    acked: int | None
+    dead_lettered: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,7 @@ class History:
         since = time.time() - self.window
         samples = [sample for sample in samples if sample.at >= since]
         return QueueSeries(
-            depth=[(sample.at, float(sample.depth)) for sample in samples],
+            depth=[(s.at, float(s.depth)) for s in samples if s.depth is not None],
             published=_rates(samples, "published"),
             acked=_rates(samples, "acked"),
             dead_lettered=_rates(samples, "dead_lettered"),
@@ -123,6 +125,7 @@ def _rates(samples: list[Sample], counter: str) -> list[Point]:
         elapsed = after.at - before.at
         if elapsed <= 0:
             continue
-        change = getattr(after, counter) - getattr(before, counter)
-        points.append((after.at, max(change, 0) / elapsed))
+        first, last = getattr(before, counter), getattr(after, counter)
+        if first is not None and last is not None:
+            points.append((after.at, max(last - first, 0) / elapsed))
     return points

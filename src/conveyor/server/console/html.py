@@ -194,6 +194,11 @@ def size(count: int) -> str:
     return f"{count} B"  # pragma: no cover
 
 
+def known(value: object) -> object:
+    """A figure as shown: "unknown" where the backend cannot know it (never 0)."""
+    return "unknown" if value is None else value
+
+
 def rate(per_second: float | None) -> str:
     if per_second is None:
         return "—"

@@ -20,6 +20,7 @@ from conveyor.server.console.html import (
     facts,
     fmt,
     join,
+    known,
     link,
     moment,
     options_text,
@@ -88,8 +89,8 @@ def queue_table(console: Console, views: list[QueueView], names: set[str]) -> Ht
             [
                 link(url("/queues", name), name),
                 stats.ready,
-                stats.delayed,
-                stats.unacked,
+                known(stats.delayed),
+                known(stats.unacked),
                 age(stats.oldest_age).removesuffix(" ago"),
                 rate(series.latest(series.published)),
                 rate(series.latest(series.acked)),
@@ -165,7 +166,7 @@ async def queue_page(console: Console, name: str, offset: int, limit: int) -> Pa
     await console.history.sample_if_due()
     broker = await state.broker()
     messages = await broker.browse(name, limit=limit, offset=offset)
-    total = max(view.stats.depth, offset + len(messages))
+    total = max(view.stats.at_least, offset + len(messages))
     page = Page(f"Queue {name}", "overview")
     page.add("figures", "Figures", queue_facts(view))
     history = console.history
@@ -183,14 +184,14 @@ def queue_facts(view: QueueView) -> Html:
     return facts(
         [
             ("Ready", stats.ready),
-            ("Delayed", stats.delayed),
-            ("Unacked (leased)", stats.unacked),
-            ("Bytes", size(stats.bytes)),
+            ("Delayed", known(stats.delayed)),
+            ("Unacked (leased)", known(stats.unacked)),
+            ("Bytes", "unknown" if stats.bytes is None else size(stats.bytes)),
             ("Oldest ready", age(stats.oldest_age).removesuffix(" ago")),
-            ("Published", stats.published),
-            ("Delivered", stats.delivered),
-            ("Acked", stats.acked),
-            ("Dead-lettered", stats.dead_lettered),
+            ("Published", known(stats.published)),
+            ("Delivered", known(stats.delivered)),
+            ("Acked", known(stats.acked)),
+            ("Dead-lettered", known(stats.dead_lettered)),
             ("Dead letters go to", link(url("/queues", dead), dead) if dead else "—"),
             ("Options", options_text(view.spec.options())),
         ]
