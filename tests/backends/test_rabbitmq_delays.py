@@ -7,8 +7,7 @@ with it (delay queues included) is deleted afterwards.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,20 +16,7 @@ from conveyor.brokers.rabbitmq.delays import DelayRoute, bucket_ms
 from conveyor.errors import ConfigError, Unroutable
 from tests.backend_urls import (
     RABBITMQ_URL,
-    drop_rabbitmq_names,
-    rabbitmq_reachable,
-    unavailable,
 )
-
-
-@pytest.fixture
-def token() -> Iterator[str]:
-    reason = rabbitmq_reachable()
-    if reason is not None:
-        unavailable(reason)
-    value = f"rmqt-{uuid.uuid4().hex[:10]}"
-    yield value
-    drop_rabbitmq_names(value)
 
 
 @pytest.fixture

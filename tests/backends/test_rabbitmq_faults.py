@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,21 +19,8 @@ from conveyor.errors import BrokerUnavailable, LeaseLost
 from tests.backend_urls import (
     RABBITMQ_URL,
     close_rabbitmq_connections,
-    drop_rabbitmq_names,
-    rabbitmq_reachable,
     rabbitmqctl,
-    unavailable,
 )
-
-
-@pytest.fixture
-def token() -> Iterator[str]:
-    reason = rabbitmq_reachable()
-    if reason is not None:
-        unavailable(reason)
-    value = f"rmqt-{uuid.uuid4().hex[:10]}"
-    yield value
-    drop_rabbitmq_names(value)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
@@ -20,20 +19,7 @@ from conveyor import Broker, Delivery, Message, QueueSpec, open_broker
 from conveyor.errors import LeaseLost
 from tests.backend_urls import (
     RABBITMQ_URL,
-    drop_rabbitmq_names,
-    rabbitmq_reachable,
-    unavailable,
 )
-
-
-@pytest.fixture
-def token() -> Iterator[str]:
-    reason = rabbitmq_reachable()
-    if reason is not None:
-        unavailable(reason)
-    value = f"rmqt-{uuid.uuid4().hex[:10]}"
-    yield value
-    drop_rabbitmq_names(value)
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -19,20 +18,7 @@ from conveyor.brokers.rabbitmq.options import QueueType
 from conveyor.errors import BrokerUnavailable, ConfigError, QueueNotFound
 from tests.backend_urls import (
     RABBITMQ_URL,
-    drop_rabbitmq_names,
-    rabbitmq_reachable,
-    unavailable,
 )
-
-
-@pytest.fixture
-def token() -> Iterator[str]:
-    reason = rabbitmq_reachable()
-    if reason is not None:
-        unavailable(reason)
-    value = f"rmqt-{uuid.uuid4().hex[:10]}"
-    yield value
-    drop_rabbitmq_names(value)
 
 
 @pytest.fixture
