@@ -14,10 +14,13 @@ begin marker ran (written by the task itself) to the parent's first 10 ms poll t
 the end marker's file and an empty queue (``queue_stats(...).depth == 0``: nothing ready,
 delayed or leased). The same rule times every peer.
 
-``rabbitmq_e2e_per_s`` is the same drain with the same worker configuration on the local
-RabbitMQ, job records in the local Redis, beside the peers that run on RabbitMQ (Celery,
-Dramatiq). Its queue and key prefix are unique per run and deleted afterwards, and its end
-is the RabbitMQ peers' rule: the end marker ran and nothing is ready in the queue.
+``rabbitmq_e2e_per_s`` is the same drain with the same worker configuration, in two
+processes as the Celery peer runs, on the local RabbitMQ with job records in the local
+Redis, beside the peers that run on RabbitMQ (Celery, Dramatiq). Its queue and key prefix
+are unique per run and deleted afterwards; its clock ends at the last job's outcome, once
+every record has finished (``wait_rabbitmq_drained``).
+Beside it, ``rabbitmq_raw_consume_per_s`` is aio-pika alone consuming and acking as many
+messages in one process: what the AMQP client costs before any task layer runs.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from bench import tasks_app
+from bench.backends import raw_consume
 from bench.harness import (
     DRAIN_POLL_S,
     ROOT,
@@ -65,6 +70,7 @@ from bench.peers import (
     server_listening,
 )
 from conveyor.app import App
+from conveyor.brokers.redis.keys import Keys
 from conveyor.tasks.states import dead_letter_queue
 
 BATCH = 100
@@ -72,6 +78,10 @@ WORKER_CONCURRENCY = 1
 WORKER_PREFETCH = 500
 """The worker's configuration for every Conveyor figure: the best of the sweep
 (``python -m bench.tasks sweep``) on the development machine; see docs/benchmarks.md."""
+RABBITMQ_PROCESSES = 2
+"""Worker processes for ``rabbitmq_e2e_per_s``, as many as the Celery peer runs: on
+RabbitMQ one process is bound by the AMQP client's frame decoding (see
+``rabbitmq_raw_consume_per_s``), where the embedded engine's one process is not."""
 
 LATENCY_WARMUP = 20  # samples discarded: first connections, first wake-ups
 LATENCY_GAP_S = (0.005, 0.010)  # idle time before each latency enqueue, drawn uniformly
@@ -129,7 +139,11 @@ FIGURES: dict[str, tuple[str, str]] = {
     "latency_after_idle_p50_ms": ("ms", "the same after 1 s of idle before each enqueue"),
     "rabbitmq_e2e_per_s": (
         "tasks/s",
-        "drain N sync no-ops with one worker process on RabbitMQ, job records in Redis",
+        "drain N sync no-ops with two worker processes on RabbitMQ, job records in Redis",
+    ),
+    "rabbitmq_raw_consume_per_s": (
+        "msg/s",
+        "aio-pika alone, one process: consume the same N messages with prefetch 100, ack each",
     ),
     **{
         name: (unit, f"{peer.configuration}: {what}")
@@ -150,6 +164,10 @@ RATIOS: dict[str, tuple[str, str]] = {
     "rabbitmq_e2e_vs_fastest_peer": (
         "x",
         "rabbitmq_e2e_per_s / the largest peer_*_e2e_per_s of the peers on RabbitMQ",
+    ),
+    "rabbitmq_e2e_vs_raw_consume": (
+        "x",
+        "rabbitmq_e2e_per_s / rabbitmq_raw_consume_per_s: the task layer's share of the client",
     ),
 }
 
@@ -190,6 +208,10 @@ def ratios(results: Mapping[str, float]) -> Figures:
     best_on_rabbitmq = fastest_rabbitmq_peer(results)
     if "rabbitmq_e2e_per_s" in results and best_on_rabbitmq:
         found["rabbitmq_e2e_vs_fastest_peer"] = results["rabbitmq_e2e_per_s"] / best_on_rabbitmq
+    if "rabbitmq_e2e_per_s" in results and "rabbitmq_raw_consume_per_s" in results:
+        found["rabbitmq_e2e_vs_raw_consume"] = (
+            results["rabbitmq_e2e_per_s"] / results["rabbitmq_raw_consume_per_s"]
+        )
     return found
 
 
@@ -473,12 +495,18 @@ def measure_rabbitmq(directory: Path, sizes: Sizes) -> Figures:
         if not server_listening("127.0.0.1", port):
             progress(f"rabbitmq e2e: skipped, nothing listens on 127.0.0.1:{port} ({server})")
             return {}
-    config = f"--concurrency {WORKER_CONCURRENCY} --prefetch {WORKER_PREFETCH}"
-    progress(f"rabbitmq e2e: {sizes.rabbitmq_e2e:,} sync no-op tasks through one worker ({config})")
+    config = (
+        f"--concurrency {WORKER_CONCURRENCY} --prefetch {WORKER_PREFETCH} "
+        f"--processes {RABBITMQ_PROCESSES}"
+    )
+    progress(f"rabbitmq e2e: {sizes.rabbitmq_e2e:,} sync no-op tasks ({config})")
     directory.mkdir(parents=True, exist_ok=True)
     per_s = drain_rabbitmq(directory, tasks_app.NOOP, sizes.rabbitmq_e2e)
     progress(f"rabbitmq e2e: {per_s:,.0f} tasks/s")
-    return {"rabbitmq_e2e_per_s": per_s}
+    name = f"bench-raw-consume-{secrets.token_hex(4)}"
+    raw_per_s = per_second(sizes.rabbitmq_e2e, asyncio.run(raw_consume(name, sizes.rabbitmq_e2e)))
+    progress(f"rabbitmq raw consume (aio-pika): {raw_per_s:,.0f} msg/s")
+    return {"rabbitmq_e2e_per_s": per_s, "rabbitmq_raw_consume_per_s": raw_per_s}
 
 
 def drain_rabbitmq(
@@ -488,21 +516,23 @@ def drain_rabbitmq(
     concurrency: int = WORKER_CONCURRENCY,
     prefetch: int = WORKER_PREFETCH,
 ) -> float:
-    """Tasks per second of one worker draining ``count`` calls of ``task`` on RabbitMQ.
+    """Tasks per second of the worker draining ``count`` calls of ``task`` on RabbitMQ.
 
-    The same fill and clock as ``drain``; the queue and the Redis key prefix hold a random
-    token, and are deleted afterwards however the drain ends.
+    The same fill as ``drain``, from the begin marker to the last outcome (see
+    ``wait_rabbitmq_drained``); the queue and the Redis key prefix hold a random token,
+    and are deleted afterwards however the drain ends.
     """
     token = secrets.token_hex(4)
     queue = f"bench-conveyor-{token}"
-    results_url = f"{REDIS_URL}?prefix=conveyor-bench-{token}:"
+    prefix = f"conveyor-bench-{token}:"
+    results_url = f"{REDIS_URL}?prefix={prefix}"
     app = tasks_app.build_rabbitmq(RABBITMQ_URL, results_url, queue)
     begin, end = directory / f"rabbitmq-{token}.begin", directory / f"rabbitmq-{token}.end"
     try:
         asyncio.run(fill(app, task, count, begin, end))
         worker = start_rabbitmq_worker(results_url, queue, concurrency, prefetch)
         with terminating(worker, grace=30):
-            done = wait_rabbitmq_drained(worker, queue, end, timeout=120 + count / 500)
+            done = wait_rabbitmq_drained(worker, prefix, count, timeout=120 + count / 500)
             worker.terminate()
             worker.wait(30)
         if dead := rabbitmq_ready(dead_letter_queue(queue)):
@@ -523,29 +553,40 @@ def start_rabbitmq_worker(
         tasks_app.RESULTS_URL_ENV: results_url,
         tasks_app.QUEUE_ENV: queue,
     }
-    command = worker_command(concurrency, prefetch)
+    command = [*worker_command(concurrency, prefetch), "--processes", str(RABBITMQ_PROCESSES)]
     command[command.index("bench.tasks_app:app")] = "bench.tasks_app:rabbitmq_app"
     return subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, text=True)
 
 
 def wait_rabbitmq_drained(
-    worker: subprocess.Popen[str], queue: str, end: Path, timeout: float
+    worker: subprocess.Popen[str], prefix: str, count: int, timeout: float
 ) -> float:
-    """Every 10 ms: the time.time() at which the end marker has run and nothing is ready.
+    """Every 10 ms until every task has finished: then the time.time() of the last outcome.
 
-    The RabbitMQ peers' rule (``bench.peers.rabbitmq_ready``), so that the figure and the
-    peers it is divided by end alike. The FIFO queue and one worker running one task at a
-    time mean every task before the marker has run by then.
+    With two worker processes the end marker can run while the other process still holds
+    prefetched tasks, which a ready count (the RabbitMQ peers' rule) does not see. The job
+    records do: a finished record joins ``{prefix}expiring``, and ``{prefix}jobs`` is
+    scored by each record's last update, written by the worker as it settles.
     """
+    import redis
+
+    keys = Keys(prefix)
     deadline = time.monotonic() + timeout
-    while True:
-        if worker.poll() is not None:
-            raise RuntimeError(f"the RabbitMQ worker exited with {worker.returncode}")
-        if end.exists() and not rabbitmq_ready(queue):
-            return time.time()
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the RabbitMQ worker did not drain {queue} within {timeout:.0f} s")
-        time.sleep(DRAIN_POLL_S)
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        while True:
+            if worker.poll() is not None:
+                raise RuntimeError(f"the RabbitMQ worker exited with {worker.returncode}")
+            if cast("int", client.zcard(keys.expiring)) >= count + 2:
+                latest = cast(
+                    "list[tuple[bytes, float]]", client.zrevrange(keys.jobs, 0, 0, withscores=True)
+                )
+                return latest[0][1]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the RabbitMQ worker did not finish within {timeout:.0f} s")
+            time.sleep(DRAIN_POLL_S)
+    finally:
+        client.close()
 
 
 # peers

@@ -191,11 +191,18 @@ class Worker:
                 await asyncio.sleep(0.005)
 
     async def _fetch(self, broker: Broker, room: int, wait: float) -> list[Delivery]:
+        """Queues in their order first (what is ready now), then a wait on all of them.
+
+        One queue has no order to keep, so a worker that may wait goes straight to the
+        waiting receive: on an engine that pushes (RabbitMQ), a receive that must not
+        wait is a round trip per call, where a waiting one takes what was pushed.
+        """
         lease = self.app.lease_timeout
-        for queue in self.queues:
-            deliveries = await broker.receive(queue, max_messages=room, lease_timeout=lease)
-            if deliveries:
-                return deliveries
+        if wait <= 0 or len(self.queues) > 1:
+            for queue in self.queues:
+                deliveries = await broker.receive(queue, max_messages=room, lease_timeout=lease)
+                if deliveries:
+                    return deliveries
         if wait <= 0:
             return []
         waits = [

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio
 
@@ -41,7 +42,11 @@ from conveyor.brokers.types import (
 from conveyor.errors import BrokerUnavailable, ConfigError, JobNotFound
 
 _STATS_CHUNK = 1000
+T = TypeVar("T")
+
 _SWEEP_LIMIT = 100
+_SCRIPT_BATCH = 200
+"""Jobs per script run: a script holds the server, so a long batch runs as several."""
 _POLL_BACKOFF = (0.05, 1.0)
 
 
@@ -199,10 +204,16 @@ class RedisResultStore(ResultStore):
             [
                 Call(
                     scripts.START,
-                    [self.keys.job(start.job_id), self.keys.jobs],
-                    [start.job_id, str(start.attempt), stamp(start.started_at), now],
+                    [self.keys.jobs, *(self.keys.job(start.job_id) for start in batch)],
+                    [
+                        now,
+                        *itertools.chain.from_iterable(
+                            (start.job_id, str(start.attempt), stamp(start.started_at))
+                            for start in batch
+                        ),
+                    ],
                 )
-                for start in starts
+                for batch in _batches(starts, _SCRIPT_BATCH)
             ]
         )
 
@@ -210,29 +221,29 @@ class RedisResultStore(ResultStore):
         if not settlements:
             return
         now = time.time()
-        calls = [self._outcome(settlement, stamp(now)) for settlement in settlements]
+        calls = [
+            self._outcomes(batch, stamp(now)) for batch in _batches(settlements, _SCRIPT_BATCH)
+        ]
         calls.append(self._sweep(now, _SWEEP_LIMIT + len(settlements)))
         await self._run(calls)
 
-    def _outcome(self, settlement: Settlement, now: str) -> Call:
-        job_id = settlement.delivery.message.id
-        status, result, error = settlement.status, settlement.result, settlement.error
-        return Call(
-            scripts.OUTCOME,
-            [self.keys.job(job_id), self.keys.jobs, self.keys.expiring],
-            [
+    def _outcomes(self, settlements: Sequence[Settlement], now: str) -> Call:
+        keys = [self.keys.jobs, self.keys.expiring]
+        args = [now, self.keys.prefix]
+        for settlement in settlements:
+            job_id = settlement.delivery.message.id
+            status, result, error = settlement.status, settlement.result, settlement.error
+            keys.append(self.keys.job(job_id))
+            args += (
                 job_id,
                 status.value,
                 str(settlement.delivery.delivery_count),
                 "" if result is None else dumps(result),
                 "" if error is None else dumps(error),
                 stamp(settlement.started_at),
-                now,
                 "1" if status.finished else "0",
-                self.keys.done(job_id),
-                self.keys.prefix,
-            ],
-        )
+            )
+        return Call(scripts.OUTCOME, keys, args)
 
     def _sweep(self, now: float, limit: int, gone: Sequence[str] = ()) -> Call:
         return Call(
@@ -279,13 +290,11 @@ class RedisResultStore(ResultStore):
         return bool(outcome)
 
     async def cancelled(self, job_ids: Sequence[str]) -> set[str]:
-        if not job_ids:
-            return set()
-        with self._endpoint.errors():
-            pipeline = self._redis().pipeline(transaction=False)
-            for job_id in job_ids:
-                pipeline.hget(self.keys.job(job_id), "status")
-            statuses = await pipeline.execute()
+        calls = [
+            Call(scripts.STATUSES, [self.keys.job(job_id) for job_id in batch], [])
+            for batch in _batches(job_ids, _SCRIPT_BATCH)
+        ]
+        statuses = itertools.chain.from_iterable(await self._run(calls))
         return {
             job_id
             for job_id, status in zip(job_ids, statuses, strict=True)
@@ -381,3 +390,7 @@ def _worker(text: str) -> WorkerInfo:
     fields = {name: value for name, value in json.loads(text).items() if name in _WORKER_FIELDS}
     fields["queues"] = tuple(fields["queues"])
     return WorkerInfo(**fields)
+
+
+def _batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]

@@ -56,6 +56,7 @@ DISCARD = Script.named("discard")
 SUCCEEDED = Script.named("succeeded")
 SWEEP = Script.named("sweep")
 RATE = Script.named("rate")
+STATUSES = Script.named("statuses")
 
 
 async def run(client: redis.asyncio.Redis, call: Call) -> Any:
