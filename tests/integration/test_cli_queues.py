@@ -145,7 +145,7 @@ def test_exchanges_bindings_and_publishing_through_them(cli: Cli) -> None:
         ["events", "topic", "2", "0"],
         ["(default)", "direct", "0", "0"],
     ]
-    assert "cannot list every exchange" in cli("exchanges", "list").err
+    assert [row[0] for row in cli("exchanges", "list").table()] == ["NAME", "(default)", "events"]
     shown = cli("exchanges", "show", "events", "--json").json()
     assert shown["type"] == "topic"
     assert {"queue": "audit", "routing_key": "order.*", "arguments": {}} in shown["bindings"]

@@ -7,7 +7,7 @@ from typing import Any
 
 from conveyor.brokers.types import Binding, ExchangeSpec, ExchangeStats
 from conveyor.cli.common import Context, add_command, add_group, key_values
-from conveyor.cli.output import Column, fields, note, number, print_json, show, table
+from conveyor.cli.output import Column, fields, number, print_json, show, table
 from conveyor.errors import ConfigError
 from conveyor.routing import ExchangeType
 
@@ -70,15 +70,7 @@ def _row(stats: ExchangeStats) -> dict[str, Any]:
 async def list_exchanges(ctx: Context) -> int:
     names = [_name(n) for n in ctx.arguments.names]
     if not names:
-        # The Broker interface has no way to enumerate exchanges: show the default exchange
-        # and those the queues name as their dead-letter exchange.
-        queues = await ctx.broker.list_queues()
-        named = {q.dead_letter_exchange for q in queues if q.dead_letter_exchange}
-        names = ["", *sorted(named)]
-        note(
-            "note: the broker cannot list every exchange; shown are the default exchange and "
-            "those queues dead-letter to (name others: conveyor exchanges list NAME ...)"
-        )
+        names = ["", *(spec.name for spec in await ctx.broker.list_exchanges())]
     rows = [_row(await ctx.broker.exchange_stats(name)) for name in names]
     columns = [
         Column("name", "name"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.types import QueuedMessage
 from conveyor.errors import QueueNotFound
 from conveyor.names import DEAD_LETTER_SUFFIX
@@ -165,13 +166,20 @@ async def queue_page(console: Console, name: str, offset: int, limit: int) -> Pa
     view = views[0]
     await console.history.sample_if_due()
     broker = await state.broker()
-    messages = await broker.browse(name, limit=limit, offset=offset)
-    total = max(view.stats.at_least, offset + len(messages))
     page = Page(f"Queue {name}", "overview")
     page.add("figures", "Figures", queue_facts(view))
     history = console.history
     drawn = fmt('<div class="chart-grid">{}</div>', charts(history.series(name), history.window))
     page.add("charts", "The last hour", drawn)
+    if Capability.BROWSE not in broker.capabilities:
+        unbrowsable = (
+            f"The {broker.scheme} broker cannot show a queue's messages without taking "
+            f"them; conveyor consume {name} takes them."
+        )
+        page.add("messages", "Messages", fmt("<p>{}</p>", unbrowsable))
+        return page
+    messages = await broker.browse(name, limit=limit, offset=offset)
+    total = max(view.stats.at_least, offset + len(messages))
     browser = message_table(messages, offset)
     paging = pager(url("/queues", name), offset, limit, total, {"limit": limit})
     page.add("messages", "Messages", join([paging, browser, paging]))
