@@ -5,8 +5,8 @@ and the console, against a real server (a virtual host per test) with job record
 from __future__ import annotations
 
 import asyncio
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
