@@ -390,6 +390,8 @@ async def test_only_jobs_that_have_not_started_can_be_cancelled(store: RedisResu
     assert await ttl_ms(store, queued.id) > 0
     ids = [queued.id, scheduled.id, running.id, done.id, "unknown"]
     assert await store.cancelled(ids) == {queued.id, scheduled.id}
+    many = [*(f"gone-{n}" for n in range(250)), *ids]
+    assert await store.cancelled(many) == {queued.id, scheduled.id}
     assert await store.cancelled([]) == set()
     with pytest.raises(JobNotFound):
         await store.cancel_job("unknown")

@@ -84,6 +84,7 @@ class RabbitMQBroker(Broker):
                 heartbeat=self.options.heartbeat,
                 reconnect_interval=self.options.reconnect_interval,
             ),
+            ssl_context=self.options.tls_context() if self.endpoint.tls else None,
             client_properties={"connection_name": self.options.connection_name},
         )
         try:
@@ -307,7 +308,8 @@ def _management(endpoint: Endpoint, options: RabbitMQOptions) -> Management | No
     if parts.username is not None:
         user, password = parts.username, parts.password or ""
         base = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-    return Management(base, user, password, endpoint.vhost, options.management_timeout)
+    context = options.tls_context() if base.startswith("https") else None
+    return Management(base, user, password, endpoint.vhost, options.management_timeout, context)
 
 
 async def _close_quietly(connection: AbstractRobustConnection) -> None:

@@ -106,6 +106,12 @@ def connect_failure(
         why = f"the server refused the virtual host {endpoint.vhost!r}: {reply_text(exc)}"
     elif isinstance(exc, ConnectionRefusedError) or "Connect call failed" in reply_text(exc):
         why = f"nothing accepts connections on {endpoint.host}:{endpoint.port}"
+    elif "CERTIFICATE_VERIFY_FAILED" in reply_text(exc):
+        detail = _scrubbed(reply_text(exc), endpoint)
+        why = (
+            f"the server's TLS certificate is not trusted ({detail}); give the authority "
+            "that signed it with ?cafile=PATH"
+        )
     else:
         why = f"{type(exc).__name__}: {_scrubbed(reply_text(exc), endpoint)}"
     return BrokerUnavailable(f"cannot connect to RabbitMQ at {where}: {why}")

@@ -31,13 +31,21 @@ class ManagementUnavailable(Exception):
 
 
 class Management:
-    def __init__(self, base_url: str, user: str, password: str, vhost: str, timeout: float):
+    def __init__(
+        self,
+        base_url: str,
+        user: str,
+        password: str,
+        vhost: str,
+        timeout: float,
+        context: ssl.SSLContext | None = None,
+    ):
         self.base_url = base_url
         self._vhost = quote(vhost, safe="")
         self._timeout = timeout
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         self._headers = {"Authorization": f"Basic {token}", "Accept": "application/json"}
-        self._context = ssl.create_default_context() if base_url.startswith("https") else None
+        self._context = context
 
     async def queue(self, name: str) -> dict[str, Any] | None:
         """A queue's figures; None if the API does not know the queue."""

@@ -8,6 +8,8 @@ leading slash, percent-decoded (``/%2F`` and a bare ``/`` are both the default v
 from __future__ import annotations
 
 import math
+import os
+import ssl
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import quote, unquote, urlsplit
@@ -42,6 +44,13 @@ class RabbitMQOptions:
         reconnect_interval: seconds between attempts to reconnect a lost connection.
         connection_name: how the connection is named in RabbitMQ's own tools, to tell
             which process holds it.
+        cafile: ``amqps://``: the PEM file of the authorities to trust instead of the
+            system's (a private CA, a self-signed server); also used for the management API
+            over https.
+        certfile, keyfile: ``amqps://``: a client certificate and its key, for servers that
+            ask for one (``keyfile`` defaults to the certificate's file).
+        verify: ``amqps://``: false accepts any server certificate and name. For tests
+            only: it gives up what TLS is for.
     """
 
     connect_timeout: float = 10.0
@@ -52,6 +61,10 @@ class RabbitMQOptions:
     management_timeout: float = 5.0
     reconnect_interval: float = 1.0
     connection_name: str = "conveyor"
+    cafile: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    verify: bool = True
 
     def __post_init__(self) -> None:
         for option in ("connect_timeout", "management_timeout", "reconnect_interval"):
@@ -60,6 +73,32 @@ class RabbitMQOptions:
                 raise ConfigError(f"{option} must be a number of seconds > 0, not {value}")
         if self.heartbeat < 0:
             raise ConfigError(f"heartbeat must be >= 0 seconds, not {self.heartbeat}")
+        for option in ("cafile", "certfile", "keyfile"):
+            path = getattr(self, option)
+            if path is not None and not os.path.isfile(path):
+                raise ConfigError(f"{option} {path!r} is not a file; give the path of a PEM file")
+        if self.keyfile is not None and self.certfile is None:
+            raise ConfigError("keyfile needs certfile: give the client certificate too")
+
+    @property
+    def tls_options(self) -> bool:
+        return (self.cafile, self.certfile, self.keyfile, self.verify) != (None, None, None, True)
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The TLS settings for ``amqps://`` and an https management API."""
+        try:
+            context = ssl.create_default_context(cafile=self.cafile)
+            if self.certfile is not None:
+                context.load_cert_chain(self.certfile, self.keyfile)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"cannot use the TLS files given (cafile, certfile, keyfile): {exc}; "
+                "give PEM files, the key unencrypted"
+            ) from None
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +151,13 @@ def parse(url: str) -> tuple[Endpoint, RabbitMQOptions]:
         password=unquote(parts.password) if parts.password is not None else "guest",
         vhost=vhost or "/",
     )
-    return endpoint, options_from_query(RabbitMQOptions, parsed.query)
+    options = options_from_query(RabbitMQOptions, parsed.query)
+    if options.tls_options and not endpoint.tls:
+        raise ConfigError(
+            "cafile, certfile, keyfile and verify are TLS options: use amqps:// to connect "
+            "with TLS, or leave them out"
+        )
+    return endpoint, options
 
 
 def mask(url: str) -> str:
