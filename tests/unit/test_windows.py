@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -239,15 +240,23 @@ class TumblingModel:
 def sliding_model(size: float, events: list[Event]) -> tuple[list[WindowResult], int]:
     accepted: list[Event] = []
     results, late = [], 0
+    watermark = -math.inf
     for key, ts, value in events:
         mine = [(t, v) for k, t, v in accepted if k == key]
         newest = max((t for t, _ in mine), default=-math.inf)
-        if ts < newest - size:
+        if ts < watermark - size:
+            late += 1
+            if newest <= watermark - 3 * size:
+                results.append(WindowResult(key, watermark - size, watermark, 0, 0.0))
+                continue
+            end = newest
+        elif ts < newest - size:
             late += 1
             end = newest
         else:
             accepted.append((key, ts, value))
             mine.append((ts, value))
+            watermark = max(watermark, ts)
             end = ts
         inside = [v for t, v in mine if end - size < t <= end]
         results.append(WindowResult(key, end - size, end, len(inside), sum(inside)))
@@ -313,3 +322,145 @@ def test_sliding_window_agrees_with_the_model_on_arbitrary_float_times(
     expected, late = sliding_model(size, events)
     assert [window.add(*event) for event in events] == expected
     assert window.late == late
+
+
+# -- several partitions ----------------------------------------------------------------------
+
+Partitioned = dict[int, list[tuple[str, float]]]
+
+
+@st.composite
+def partitioned_streams(draw: st.DrawFn) -> tuple[Partitioned, list[int]]:
+    """Per partition, events in time order over the same span (each key in one partition,
+    as records keyed by it are); and an order of reading them (any merge of the four)."""
+    partitions: Partitioned = {}
+    for partition in range(4):
+        stamps = sorted(draw(st.lists(times, max_size=40)))
+        partitions[partition] = [(f"k{partition}-{n % 3}", ts) for n, ts in enumerate(stamps)]
+    schedule = draw(st.permutations([p for p, events in partitions.items() for _ in events]))
+    return partitions, schedule
+
+
+def read(partitions: Partitioned, schedule: list[int]) -> list[tuple[int, str, float, bool]]:
+    """(partition, key, timestamp, last of its partition) in the order ``schedule`` reads."""
+    taken = dict.fromkeys(partitions, 0)
+    out = []
+    for partition in schedule:
+        key, ts = partitions[partition][taken[partition]]
+        taken[partition] += 1
+        out.append((partition, key, ts, taken[partition] == len(partitions[partition])))
+    return out
+
+
+def tumbling_reference(partitions: Partitioned, size: float) -> Counter[tuple[str, float]]:
+    return Counter(
+        (key, math.floor(ts / size) * size) for events in partitions.values() for key, ts in events
+    )
+
+
+def test_catching_up_partition_by_partition_counts_every_event() -> None:
+    # the replay that counted 69 clicks of 541: partition 0 read to its end before 1 begins
+    partitions: Partitioned = {
+        p: [(f"/page{n % 5}", 1_000.0 + n * 7 + p) for n in range(150)] for p in range(4)
+    }
+    schedule = [p for p in range(4) for _ in range(150)]
+    windows = TumblingWindows(60)
+    counts: Counter[tuple[str, float]] = Counter()
+    closed = windows.assign(range(4))
+    for partition, key, ts, last in read(partitions, schedule):
+        closed += windows.add(key, ts, partition=partition)
+        if last:
+            closed += windows.idle(partition)
+    closed += windows.flush()
+    for result in closed:
+        counts[(result.key, result.start)] += result.count
+    assert windows.late == 0
+    assert counts == tumbling_reference(partitions, 60)
+    assert sum(counts.values()) == 600
+
+
+@given(partitioned_streams(), sizes)
+def test_tumbling_windows_over_partitions_lose_nothing_read_in_any_order(
+    stream: tuple[Partitioned, list[int]], size: float
+) -> None:
+    partitions, schedule = stream
+    windows = TumblingWindows(size)
+    closed = windows.assign(partitions)
+    for partition, key, ts, last in read(partitions, schedule):
+        closed += windows.add(key, ts, partition=partition)
+        if last:
+            closed += windows.idle(partition)
+    closed += windows.flush()
+    assert windows.late == 0
+    counts: Counter[tuple[str, float]] = Counter()
+    for result in closed:
+        assert (result.key, result.start) not in counts, "a window was reported twice"
+        counts[(result.key, result.start)] = result.count
+    assert counts == tumbling_reference(partitions, size)
+
+
+def test_a_window_closes_only_when_every_assigned_partition_passed_it() -> None:
+    windows = TumblingWindows(10)
+    assert windows.assign([0, 1]) == []
+    assert windows.add("a", 1, partition=0) == []
+    assert windows.add("a", 25, partition=0) == []  # partition 1 has not been read yet
+    assert windows.add("a", 12, partition=1) == [WindowResult("a", 0, 10, 1, 1.0)]
+    assert windows.idle(1) == [WindowResult("a", 10, 20, 1, 1.0)]  # 1 caught up: 0 leads
+    assert windows.add("b", 21, partition=1) == []  # 1 is back, at 21
+    assert windows.revoke([1]) == []  # 0 is at 25 already: nothing more is due
+    assert windows.flush() == [WindowResult("a", 20, 30, 1, 1.0), WindowResult("b", 20, 30, 1, 1.0)]
+
+
+@given(partitioned_streams(), sizes)
+def test_sliding_windows_over_partitions_match_a_brute_force_count(
+    stream: tuple[Partitioned, list[int]], size: float
+) -> None:
+    partitions, schedule = stream
+    window = SlidingWindow(size)
+    window.assign(partitions)
+    seen: dict[str, list[float]] = {}
+    for partition, key, ts, last in read(partitions, schedule):
+        seen.setdefault(key, []).append(ts)
+        inside = sum(ts - size < t <= ts for t in seen[key])
+        assert window.add(key, ts, partition=partition) == WindowResult(
+            key, ts - size, ts, inside, float(inside)
+        )
+        if last:
+            window.idle(partition)
+    assert window.late == 0
+
+
+def test_sliding_windows_forget_keys_that_went_quiet() -> None:
+    window = SlidingWindow(60)
+    for n in range(100_000):
+        window.add(f"user{n}", float(n))  # every user clicks once, a second apart
+    assert window.keys < 1_000
+    assert window.late == 0
+
+
+def test_a_key_read_from_two_partitions_is_late_behind_its_own_newest_event() -> None:
+    window = SlidingWindow(10)
+    window.assign([0, 1])
+    assert window.add("a", 100, partition=0).count == 1
+    assert window.watermark == -math.inf  # partition 1 has not been read
+    assert window.add("a", 0, partition=1) == WindowResult("a", 90, 100, 1, 1.0)
+    assert window.late == 1
+    window.revoke([1])
+    assert window.watermark == 100
+    window.idle(7)  # not a partition it reads: nothing changes
+    assert window.watermark == 100
+
+
+def test_revoking_every_partition_leaves_the_watermark_where_it_was() -> None:
+    windows = TumblingWindows(10)
+    windows.add("a", 15, partition=3)
+    assert windows.revoke([3]) == []
+    assert windows.idle(3) == []
+    assert windows.watermark == 15
+
+
+def test_a_size_below_the_timestamps_resolution_forgets_no_key() -> None:
+    window = SlidingWindow(1e-9)
+    for n in range(200):
+        window.add(f"k{n}", 1e9)
+    assert window.keys == 200

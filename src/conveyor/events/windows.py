@@ -8,6 +8,12 @@ sleeping. Two shapes:
   ("clicks per page per 5 minutes").
 - :class:`SlidingWindow`: the ``size`` seconds up to each event, reported on every event
   ("more than 100 clicks by one user within 60 s").
+
+Both keep a watermark per partition, as Kafka Streams and Flink do: a consumer that
+catches up one partition after another reads partition 0's newest events before
+partition 1's oldest, and one watermark over all of them would call partition 1 late.
+The operator's watermark is the lowest of its partitions' (see :class:`Watermarks`); a
+partition that has caught up (``idle``) stops holding it back until its next event.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_right
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -60,6 +67,61 @@ def _check_timestamp(timestamp: float) -> None:
         )
 
 
+class Watermarks:
+    """The event time each partition has reached, and the operator's: the lowest among the
+    partitions that are not idle (the highest of all when every one is idle). It never
+    moves back: a partition that returns from idle behind it has its older events late.
+
+    A partition counts once it has had an event or was ``assign``-ed; an assigned one
+    without events holds the watermark at ``-inf`` until it has one or is ``idle``.
+    """
+
+    __slots__ = ("_idle", "_marks", "value")
+
+    def __init__(self) -> None:
+        self._marks: dict[Hashable, float] = {}
+        self._idle: set[Hashable] = set()
+        self.value = -math.inf
+
+    def advance(self, partition: Hashable, mark: float) -> bool:
+        """Partition ``partition`` has reached ``mark``; whether the watermark moved."""
+        marks = self._marks
+        if marks.get(partition, -math.inf) < mark:
+            marks[partition] = mark
+        self._idle.discard(partition)
+        return self._recompute()
+
+    def assign(self, partitions: Iterable[Hashable]) -> bool:
+        for partition in partitions:
+            self._marks.setdefault(partition, -math.inf)
+        return self._recompute()
+
+    def revoke(self, partitions: Iterable[Hashable]) -> bool:
+        for partition in partitions:
+            self._marks.pop(partition, None)
+            self._idle.discard(partition)
+        return self._recompute()
+
+    def idle(self, partition: Hashable) -> bool:
+        if partition in self._marks:
+            self._idle.add(partition)
+        return self._recompute()
+
+    def _recompute(self) -> bool:
+        marks, idle = self._marks, self._idle
+        if not marks:
+            return False
+        if len(marks) == 1:
+            lowest = next(iter(marks.values()))
+        else:
+            active = [mark for partition, mark in marks.items() if partition not in idle]
+            lowest = min(active) if active else max(marks.values())
+        if lowest <= self.value:
+            return False
+        self.value = lowest
+        return True
+
+
 class _Bucket:
     __slots__ = ("count", "total")
 
@@ -71,13 +133,18 @@ class _Bucket:
 class TumblingWindows:
     """Per-key count and total in back-to-back windows ``[k * size, (k + 1) * size)``.
 
-    A window is reported once, when the watermark (the newest timestamp seen, minus
-    ``grace``) reaches its end: ``grace`` is how long to wait for events that arrive out of
-    order. An event whose window has already been reported is dropped and counted in
+    A window is reported once, when the watermark reaches its end. Each partition's
+    watermark is its newest timestamp minus ``grace`` (how long to wait for events that
+    arrive out of order); the operator's is the lowest of them (see :class:`Watermarks`).
+    An event whose window has already been reported is dropped and counted in
     :attr:`late` rather than reported twice. Only open windows are held in memory.
+
+    Reading several partitions, tell it which are assigned (``assign``, ``revoke``, from
+    the consumer's rebalance callbacks) and which have caught up with their log's end
+    (``idle``): until then a partition that has not been read holds every window open.
     """
 
-    __slots__ = ("_late", "_open", "_starts", "_watermark", "grace", "size")
+    __slots__ = ("_late", "_open", "_starts", "_watermarks", "grace", "size")
 
     def __init__(self, size: float | timedelta, grace: float | timedelta = 0.0) -> None:
         self.size = _window_size(size)
@@ -86,7 +153,7 @@ class TumblingWindows:
             raise ConfigError(f"grace must be 0 seconds or more, not {grace!r}")
         self._open: dict[float, dict[str, _Bucket]] = {}  # start -> key -> aggregate
         self._starts: list[float] = []  # heap of the keys of _open
-        self._watermark = -math.inf
+        self._watermarks = Watermarks()
         self._late = 0
 
     @property
@@ -97,10 +164,12 @@ class TumblingWindows:
     @property
     def watermark(self) -> float:
         """Windows ending at or before this time are closed (``-inf`` before any event)."""
-        return self._watermark
+        return self._watermarks.value
 
-    def add(self, key: str, timestamp: float, value: float = 1.0) -> list[WindowResult]:
-        """Count one event, and return the windows (of any key) that it closed.
+    def add(
+        self, key: str, timestamp: float, value: float = 1.0, partition: Hashable = 0
+    ) -> list[WindowResult]:
+        """Count one event of ``partition``, and return the windows (of any key) that it closed.
 
         Closed windows come ordered by end, then key; most events close none.
 
@@ -110,7 +179,7 @@ class TumblingWindows:
         _check_timestamp(timestamp)
         size = self.size
         start = math.floor(timestamp / size) * size
-        if start + size <= self._watermark:
+        if start + size <= self._watermarks.value:
             self._late += 1
             return []
         buckets = self._open.get(start)
@@ -123,15 +192,24 @@ class TumblingWindows:
         else:
             bucket.count += 1
             bucket.total += value
-        mark = timestamp - self.grace
-        if mark <= self._watermark:
+        if not self._watermarks.advance(partition, timestamp - self.grace):
             return []
-        self._watermark = mark
-        closed: list[WindowResult] = []
-        starts = self._starts
-        while starts and starts[0] + size <= mark:
-            self._report(heapq.heappop(starts), closed)
-        return closed
+        return self._close_due()
+
+    def assign(self, partitions: Iterable[Hashable]) -> list[WindowResult]:
+        """Partitions now read: each holds the watermark back until its first event."""
+        return self._close_due() if self._watermarks.assign(partitions) else []
+
+    def revoke(self, partitions: Iterable[Hashable]) -> list[WindowResult]:
+        """Partitions no longer read; the windows their going lets close."""
+        return self._close_due() if self._watermarks.revoke(partitions) else []
+
+    def idle(self, partition: Hashable) -> list[WindowResult]:
+        """``partition`` has nothing more to read for now; the windows that lets close.
+
+        It holds the watermark back again from its next event on.
+        """
+        return self._close_due() if self._watermarks.idle(partition) else []
 
     def flush(self) -> list[WindowResult]:
         """Close every open window now (at the end of a stream), ordered by end, then key.
@@ -145,7 +223,15 @@ class TumblingWindows:
         for start in starts:
             self._report(start, closed)
         if starts:
-            self._watermark = max(self._watermark, starts[-1] + self.size)
+            marks = self._watermarks
+            marks.value = max(marks.value, starts[-1] + self.size)
+        return closed
+
+    def _close_due(self) -> list[WindowResult]:
+        closed: list[WindowResult] = []
+        starts, size, mark = self._starts, self.size, self._watermarks.value
+        while starts and starts[0] + size <= mark:
+            self._report(heapq.heappop(starts), closed)
         return closed
 
     def _report(self, start: float, into: list[WindowResult]) -> None:
@@ -175,39 +261,86 @@ class _Series:
         self.total = value
 
 
+_MIN_SWEEP = 64
+"""Events between two sweeps for idle keys, at least; otherwise as many as keys are held,
+so sweeping costs O(1) per event."""
+
+
 class SlidingWindow:
     """Per key, the count and total of the events in ``(t - size, t]`` at each event ``t``.
 
-    Events may arrive a little out of order: one up to ``size`` older than the newest event
-    of its key is still counted, in its own window and in later ones. Anything older is
-    dropped and counted in :attr:`late`. Each key keeps only the events that a window can
-    still need (those within ``2 * size`` of its newest event).
+    Events may arrive out of order by up to ``size``: one older than the watermark (the
+    newest event of the slowest partition, see :class:`Watermarks`) by more than ``size``,
+    or than the newest event of its own key, is dropped and counted in :attr:`late`.
+    Anything newer is counted, in its own window and in later ones. Each key keeps only
+    the events that a window can still need (those within ``2 * size`` of its newest
+    event), and a key with nothing within ``3 * size`` of the watermark is forgotten, so
+    memory follows the keys that are live rather than every key ever seen.
     """
 
-    __slots__ = ("_late", "_series", "size")
+    __slots__ = ("_late", "_series", "_since_sweep", "_sweep_every", "_watermarks", "size")
 
     def __init__(self, size: float | timedelta) -> None:
         self.size = _window_size(size)
         self._series: dict[str, _Series] = {}
+        self._watermarks = Watermarks()
+        self._since_sweep = 0
+        self._sweep_every = _MIN_SWEEP
         self._late = 0
 
     @property
     def late(self) -> int:
-        """How many events were dropped for being over ``size`` older than their key's newest."""
+        """How many events were dropped for being over ``size`` older than the watermark or
+        their key's newest."""
         return self._late
 
-    def add(self, key: str, timestamp: float, value: float = 1.0) -> WindowResult:
+    @property
+    def watermark(self) -> float:
+        """The newest event time every partition that is not idle has reached."""
+        return self._watermarks.value
+
+    @property
+    def keys(self) -> int:
+        """How many keys are held."""
+        return len(self._series)
+
+    def assign(self, partitions: Iterable[Hashable]) -> None:
+        """Partitions now read: each holds the watermark back until its first event."""
+        self._watermarks.assign(partitions)
+
+    def revoke(self, partitions: Iterable[Hashable]) -> None:
+        self._watermarks.revoke(partitions)
+
+    def idle(self, partition: Hashable) -> None:
+        """``partition`` has nothing more to read for now (until its next event)."""
+        self._watermarks.idle(partition)
+
+    def add(
+        self, key: str, timestamp: float, value: float = 1.0, partition: Hashable = 0
+    ) -> WindowResult:
         """Count one event; return its key's window ending at it, ``(timestamp - size, timestamp]``.
 
         For an event dropped as late, nothing changes and the key's newest window is returned
-        as it stands (its ``end`` is then not ``timestamp``).
+        as it stands (its ``end`` is then not ``timestamp``), or an empty window ending at the
+        watermark for a key with no event near it.
 
         Raises:
             MessageError: ``timestamp`` is not a finite number.
         """
         _check_timestamp(timestamp)
         size = self.size
+        watermark = self._watermarks.value
         series = self._series.get(key)
+        if timestamp < watermark - size:
+            self._late += 1
+            if series is None or series.times[-1] <= watermark - 3 * size:
+                return WindowResult(key, watermark - size, watermark, 0, 0.0)
+            newest = series.times[-1]
+            return WindowResult(key, newest - size, newest, series.count, series.total)
+        self._watermarks.advance(partition, timestamp)
+        self._since_sweep += 1
+        if self._since_sweep >= self._sweep_every:
+            self._sweep()
         if series is None:
             self._series[key] = _Series(timestamp, value)
             return WindowResult(key, timestamp - size, timestamp, 1, value)
@@ -231,6 +364,21 @@ class SlidingWindow:
         first = bisect_right(times, timestamp - size, series.head)
         total = sum(series.values[first : index + 1])
         return WindowResult(key, timestamp - size, timestamp, index + 1 - first, total)
+
+    def _sweep(self) -> None:
+        """Forget keys whose newest event is ``3 * size`` behind the watermark: an event
+        the watermark still accepts is ``size`` behind it at most, so no window of it can
+        reach theirs (with ``size`` to spare for rounding)."""
+        self._since_sweep = 0
+        self._sweep_every = max(_MIN_SWEEP, len(self._series))
+        watermark = self._watermarks.value
+        horizon = watermark - 3 * self.size
+        if not horizon < watermark - self.size:
+            return  # a size below the timestamps' resolution: nothing is safe to forget
+        gone = [key for key, series in self._series.items() if series.times[-1] <= horizon]
+        for key in gone:
+            del self._series[key]
+        self._sweep_every = max(_MIN_SWEEP, len(self._series))
 
     def _add_newest(
         self, key: str, series: _Series, timestamp: float, value: float
