@@ -10,8 +10,15 @@ import pytest
 
 from conveyor.app import App
 from conveyor.assignors import TopicPartition
+from conveyor.brokers import Broker
 from conveyor.brokers.stream_types import OffsetCommit, Record
-from conveyor.errors import ConfigError, NoOffset, PermanentError, TemporaryError
+from conveyor.errors import (
+    ConfigError,
+    NoOffset,
+    PermanentError,
+    TemporaryError,
+    TopicNotFound,
+)
 from conveyor.events.consumer import StreamConsumer
 from conveyor.events.producer import record
 from conveyor.events.windows import SlidingWindow, TumblingWindows
@@ -334,6 +341,39 @@ async def test_on_revoke_runs_before_a_partition_moves(app: App) -> None:
         assert first.assignment() == {TopicPartition("moves", 0), TopicPartition("moves", 1)} - {
             moved
         }
+
+
+async def dead_letters(broker: Broker, topic: str) -> int:
+    """Records in a dead-letter topic, 0 until the subscriber has created it."""
+    try:
+        return (await broker.describe_topic(topic)).records
+    except TopicNotFound:
+        return 0
+
+
+async def test_emitting_to_a_missing_topic_dead_letters_the_record_that_emitted(app: App) -> None:
+    await app.acreate_topic("clicks", 1)
+    producer = await app.aproducer()
+
+    @app.subscriber("clicks", group="counts", max_retries=1, backoff=[0.01])
+    async def count(item: Record) -> None:
+        await producer.send("page-clicks-5m", {"count": 1})  # never created
+
+    await producer.send("clicks", {"page": "/"}, key="u1")
+    worker = Worker(app, concurrency=1)
+    running = asyncio.create_task(worker.run())
+    broker = await app.abroker()
+    try:
+        async with asyncio.timeout(10):
+            while not await dead_letters(broker, "clicks.dlq"):
+                await asyncio.sleep(0.02)
+    finally:
+        worker.stop()
+        await running
+    (dead,) = await broker.fetch({TopicPartition("clicks.dlq", 0): 0})
+    assert dead.headers["x-error-type"] == "TopicNotFound"
+    assert "page-clicks-5m" in dead.headers["x-error-message"]
+    assert dead.headers["x-attempts"] == "2"
 
 
 async def test_a_sync_subscriber_runs_in_a_thread_and_commits_each_batch(app: App) -> None:
