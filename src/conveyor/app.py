@@ -167,6 +167,12 @@ class App:
 
         return register
 
+    def task_queues(self) -> tuple[str, ...]:
+        """The default queue, then every other queue a registered task runs on, in the
+        order the tasks were registered: what a worker consumes unless told otherwise."""
+        names = [self.default_queue, *(task.options.queue for task in self.tasks.values())]
+        return tuple(dict.fromkeys(names))
+
     def get_task(self, name: str) -> Task[Any, Any]:
         try:
             return self.tasks[name]

@@ -147,6 +147,7 @@ async def test_a_worker_process_runs_retries_and_dead_letters_tasks_on_rabbitmq(
     _, log = worker.communicate(timeout=30)
     assert worker.returncode == 0, log
     assert PASSWORD_IN_URL not in log
+    assert "on amqp://guest:***@127.0.0.1:5672/" in log, log
 
 
 async def test_the_api_and_console_show_rabbitmq_queues_and_dead_letters(

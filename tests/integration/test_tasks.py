@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import logging
 import os
 import time
 
@@ -301,6 +302,33 @@ async def test_strict_queue_priority_runs_high_before_low(app: App) -> None:
         await high.adelay()
     await Worker(app, queues=["high", "low"], concurrency=1, prefetch=1).run_until_idle()
     assert order == ["high"] * 3 + ["low"] * 3
+
+
+async def test_a_worker_without_queues_consumes_every_queue_its_tasks_declare(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    order: list[str] = []
+
+    @app.task(queue="emails")
+    def send_email(n: int) -> None:
+        order.append(f"email{n}")
+
+    @app.task
+    def report(n: int) -> None:
+        order.append(f"report{n}")
+
+    for n in range(20):
+        await report.adelay(n)
+    await send_email.adelay(0)
+    worker = Worker(app, concurrency=1, prefetch=1)
+    assert worker.queues == ("default", "emails")
+    with caplog.at_level(logging.INFO, logger="conveyor.worker"):
+        await worker.run_until_idle()
+    assert sorted(order) == sorted([*(f"report{n}" for n in range(20)), "email0"])
+    assert order.index("email0") < 3  # taken in turn: a busy default queue starves no other
+    (banner,) = [r.getMessage() for r in caplog.records if r.name == "conveyor.worker"]
+    assert "queues default, emails (in turn)" in banner
+    assert "send_email" in banner
 
 
 async def test_dead_letters_are_replayed_to_run_again_and_purged(app: App) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import threading
@@ -22,7 +23,8 @@ def add_parser(commands: Any) -> None:
     command.add_argument(
         "--queues",
         default="",
-        help="comma-separated, in strict priority order (default: the app's default queue)",
+        help="comma-separated, in strict priority order (default: every queue of the app's "
+        "tasks, taken in turn)",
     )
     command.add_argument("--concurrency", type=int, default=8, help="jobs at once per process")
     command.add_argument("--processes", type=int, default=1, help="worker processes")
@@ -57,6 +59,10 @@ def add_parser(commands: Any) -> None:
 def run(arguments: argparse.Namespace) -> int:
     from conveyor.cli import load_app
 
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     app = load_app(arguments.app)
     queues = tuple(name for name in arguments.queues.split(",") if name)
     if arguments.processes < 1 or arguments.concurrency < 1:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import socket
@@ -29,11 +30,14 @@ from conveyor.brokers.results import JobStart, ResultStore
 from conveyor.brokers.types import Delivery, JobStatus, Settlement, WorkerInfo
 from conveyor.codecs import loads, to_json
 from conveyor.errors import ConveyorError, PermanentError, TaskTimeout
+from conveyor.settings import mask_url
 from conveyor.tasks.context import current_job
 from conveyor.tasks.schedules import run_schedules
 from conveyor.tasks.states import JobStates
 from conveyor.tasks.task import IDEMPOTENCY_HEADER, TASK_HEADER, Executor, Task
 from conveyor.worker.executors import ProcessRunner, ThreadRunner, describe
+
+log = logging.getLogger("conveyor.worker")
 
 _FAILED = frozenset({JobStatus.DEAD, JobStatus.FAILED, JobStatus.RETRYING})
 
@@ -82,7 +86,10 @@ class Worker:
     counts: WorkerCounts = field(default_factory=WorkerCounts)
 
     def __post_init__(self) -> None:
-        self.queues = tuple(self.queues) or (self.app.default_queue,)
+        # Queues given are read in strict priority order; the app's own are taken in turn.
+        self._in_turn = not self.queues
+        self.queues = tuple(self.queues) or self.app.task_queues()
+        self._order = self.queues
         if self.concurrency < 1:
             raise ConveyorError(f"concurrency must be at least 1, not {self.concurrency}")
         self.prefetch = self.prefetch or 4 * self.concurrency
@@ -124,6 +131,7 @@ class Worker:
         self.loop_thread = threading.get_ident()
         for queue in self.queues:
             await self.app.ensure_queue(broker, queue)
+        self._log_start(until_idle)
         helpers: list[asyncio.Task[Any]] = [
             asyncio.create_task(self._heartbeats(states.results)),
             asyncio.create_task(self._settle_finished(states)),
@@ -155,6 +163,21 @@ class Worker:
             self._threads.close()
             self._processes.close()
         return self.counts
+
+    def _log_start(self, until_idle: bool) -> None:
+        order = "in turn" if self._in_turn else "in priority order"
+        subscribers = [] if until_idle else list(self.app.subscribers.values())
+        log.info(
+            "worker %s on %s: queues %s (%s), concurrency %d, prefetch %d; tasks: %s%s",
+            self.id,
+            mask_url(self.app.broker_url),
+            ", ".join(self.queues),
+            order,
+            self.concurrency,
+            self.prefetch,
+            ", ".join(sorted(self.app.tasks)) or "none",
+            "".join(f"; subscriber {sub.name} on {sub.options.topic}" for sub in subscribers),
+        )
 
     async def run_until_idle(self) -> WorkerCounts:
         """Drain the queues through the real worker code, then return (for tests, scripts)."""
@@ -193,13 +216,19 @@ class Worker:
     async def _fetch(self, broker: Broker, room: int, wait: float) -> list[Delivery]:
         """Queues in their order first (what is ready now), then a wait on all of them.
 
+        Queues given to the worker keep their order (strict priority); the app's own
+        queues start from the next one at each fetch, so a busy one starves none.
+
         One queue has no order to keep, so a worker that may wait goes straight to the
         waiting receive: on an engine that pushes (RabbitMQ), a receive that must not
         wait is a round trip per call, where a waiting one takes what was pushed.
         """
         lease = self.app.lease_timeout
-        if wait <= 0 or len(self.queues) > 1:
-            for queue in self.queues:
+        order = self._order
+        if self._in_turn and len(order) > 1:
+            order = self._order = (*order[1:], order[0])
+        if wait <= 0 or len(order) > 1:
+            for queue in order:
                 deliveries = await broker.receive(queue, max_messages=room, lease_timeout=lease)
                 if deliveries:
                     return deliveries
