@@ -60,6 +60,23 @@ async def test_a_silent_member_is_removed_and_fenced(broker: Broker, name: str) 
         )
 
 
+async def test_a_silent_members_partitions_move_when_a_commit_is_the_first_to_notice(
+    broker: Broker, name: str
+) -> None:
+    partitions = await topic(broker, name, 2)
+    group = f"{name}-g"
+    quiet = await broker.join_group(group, [name], session_timeout=0.2)
+    alive = await broker.join_group(group, [name], session_timeout=30)
+    quiet = await broker.heartbeat_group(group, quiet.member_id)
+    await broker.heartbeat_group(group, quiet.member_id, release=quiet.revoked)
+    alive = await broker.heartbeat_group(group, alive.member_id)
+    (mine,) = alive.owned  # each holds one partition now
+    await asyncio.sleep(0.3)
+    await broker.commit_offsets(OffsetCommit(group, {mine: 1}, alive.member_id, alive.generation))
+    alive = await broker.heartbeat_group(group, alive.member_id)
+    assert alive.owned == tuple(partitions)
+
+
 async def test_commits_need_ownership_and_the_current_generation(broker: Broker, name: str) -> None:
     partitions = await topic(broker, name, 2)
     group = f"{name}-g"

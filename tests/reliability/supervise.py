@@ -27,7 +27,7 @@ def main() -> int:
     parser.add_argument("--high", type=int, required=True)
     parser.add_argument("--cooldown", type=float, required=True)
     parser.add_argument("--check-interval", type=float, required=True)
-    parser.add_argument("--queues", default="")
+    parser.add_argument("--queues", default="default")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--prefetch", type=int, default=None)
     parser.add_argument("--grace", type=float, default=30.0)

@@ -91,8 +91,10 @@ class Children:
         return child
 
     async def worker(self, name: str, *options: str) -> Child:
-        """``python -m conveyor worker tests.reliability.app:app OPTIONS...``"""
-        return await self.start(name, "-m", "conveyor", "worker", APP_SPEC, *options)
+        """``python -m conveyor worker tests.reliability.app:app OPTIONS...``, on the
+        default queue alone unless the options name queues (the ticks have their own)."""
+        queues = () if "--queues" in options else ("--queues", QUEUE)
+        return await self.start(name, "-m", "conveyor", "worker", APP_SPEC, *queues, *options)
 
     def check_alive(self) -> None:
         """Fail at once, with its output, if a child we did not stop has exited."""

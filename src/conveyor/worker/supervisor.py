@@ -143,7 +143,7 @@ class Supervisor:
 
     async def _depth(self) -> int:
         broker = await self.app.abroker()
-        queues: Sequence[str] = self.options.queues or (self.app.default_queue,)
+        queues: Sequence[str] = self.options.queues or self.app.task_queues()
         total = 0
         for queue in queues:
             await self.app.ensure_queue(broker, queue)

@@ -273,7 +273,8 @@ def commit(connection: sqlite3.Connection, commit: OffsetCommit, now_ms: int) ->
         group = _group(connection, commit.group)
         assert group is not None
     group_id = group[0]
-    _expire_members(connection, group_id, now_ms)
+    if _expire_members(connection, group_id, now_ms):
+        _rebalance(connection, group_id)  # their partitions must go to the members left
     ids = {name: stored for name, stored in _topics_by_name(connection).items()}
     rows = []
     for (topic, partition), offset in commit.offsets.items():
