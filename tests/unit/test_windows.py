@@ -358,6 +358,19 @@ def tumbling_reference(partitions: Partitioned, size: float) -> Counter[tuple[st
     )
 
 
+def feed(
+    windows: TumblingWindows, partitions: Partitioned, schedule: list[int]
+) -> list[WindowResult]:
+    """Every window reported while reading in ``schedule``'s order, each partition marked
+    idle at its end, then flushed."""
+    closed = windows.assign(partitions)
+    for partition, key, ts, last in read(partitions, schedule):
+        closed += windows.add(key, ts, partition=partition)
+        if last:
+            closed += windows.idle(partition)
+    return closed + windows.flush()
+
+
 def test_catching_up_partition_by_partition_counts_every_event() -> None:
     # the replay that counted 69 clicks of 541: partition 0 read to its end before 1 begins
     partitions: Partitioned = {
@@ -366,13 +379,7 @@ def test_catching_up_partition_by_partition_counts_every_event() -> None:
     schedule = [p for p in range(4) for _ in range(150)]
     windows = TumblingWindows(60)
     counts: Counter[tuple[str, float]] = Counter()
-    closed = windows.assign(range(4))
-    for partition, key, ts, last in read(partitions, schedule):
-        closed += windows.add(key, ts, partition=partition)
-        if last:
-            closed += windows.idle(partition)
-    closed += windows.flush()
-    for result in closed:
+    for result in feed(windows, partitions, schedule):
         counts[(result.key, result.start)] += result.count
     assert windows.late == 0
     assert counts == tumbling_reference(partitions, 60)
@@ -385,12 +392,7 @@ def test_tumbling_windows_over_partitions_lose_nothing_read_in_any_order(
 ) -> None:
     partitions, schedule = stream
     windows = TumblingWindows(size)
-    closed = windows.assign(partitions)
-    for partition, key, ts, last in read(partitions, schedule):
-        closed += windows.add(key, ts, partition=partition)
-        if last:
-            closed += windows.idle(partition)
-    closed += windows.flush()
+    closed = feed(windows, partitions, schedule)
     assert windows.late == 0
     counts: Counter[tuple[str, float]] = Counter()
     for result in closed:

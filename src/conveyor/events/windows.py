@@ -369,15 +369,14 @@ class SlidingWindow:
         """Forget keys whose newest event is ``3 * size`` behind the watermark: an event
         the watermark still accepts is ``size`` behind it at most, so no window of it can
         reach theirs (with ``size`` to spare for rounding)."""
-        self._since_sweep = 0
-        self._sweep_every = max(_MIN_SWEEP, len(self._series))
         watermark = self._watermarks.value
         horizon = watermark - 3 * self.size
-        if not horizon < watermark - self.size:
-            return  # a size below the timestamps' resolution: nothing is safe to forget
-        gone = [key for key, series in self._series.items() if series.times[-1] <= horizon]
-        for key in gone:
-            del self._series[key]
+        # with a size below the timestamps' resolution nothing is safe to forget
+        if horizon < watermark - self.size:
+            gone = [key for key, series in self._series.items() if series.times[-1] <= horizon]
+            for key in gone:
+                del self._series[key]
+        self._since_sweep = 0
         self._sweep_every = max(_MIN_SWEEP, len(self._series))
 
     def _add_newest(

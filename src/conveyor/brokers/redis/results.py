@@ -17,7 +17,7 @@ import itertools
 import json
 import time
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.asyncio
 
@@ -42,8 +42,6 @@ from conveyor.brokers.types import (
 from conveyor.errors import BrokerUnavailable, ConfigError, JobNotFound
 
 _STATS_CHUNK = 1000
-T = TypeVar("T")
-
 _SWEEP_LIMIT = 100
 _SCRIPT_BATCH = 200
 """Jobs per script run: a script holds the server, so a long batch runs as several."""
@@ -213,7 +211,7 @@ class RedisResultStore(ResultStore):
                         ),
                     ],
                 )
-                for batch in _batches(starts, _SCRIPT_BATCH)
+                for batch in scripts.batches(starts, _SCRIPT_BATCH)
             ]
         )
 
@@ -222,7 +220,8 @@ class RedisResultStore(ResultStore):
             return
         now = time.time()
         calls = [
-            self._outcomes(batch, stamp(now)) for batch in _batches(settlements, _SCRIPT_BATCH)
+            self._outcomes(batch, stamp(now))
+            for batch in scripts.batches(settlements, _SCRIPT_BATCH)
         ]
         calls.append(self._sweep(now, _SWEEP_LIMIT + len(settlements)))
         await self._run(calls)
@@ -292,7 +291,7 @@ class RedisResultStore(ResultStore):
     async def cancelled(self, job_ids: Sequence[str]) -> set[str]:
         calls = [
             Call(scripts.STATUSES, [self.keys.job(job_id) for job_id in batch], [])
-            for batch in _batches(job_ids, _SCRIPT_BATCH)
+            for batch in scripts.batches(job_ids, _SCRIPT_BATCH)
         ]
         statuses = itertools.chain.from_iterable(await self._run(calls))
         return {
@@ -390,7 +389,3 @@ def _worker(text: str) -> WorkerInfo:
     fields = {name: value for name, value in json.loads(text).items() if name in _WORKER_FIELDS}
     fields["queues"] = tuple(fields["queues"])
     return WorkerInfo(**fields)
-
-
-def _batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    return [items[start : start + size] for start in range(0, len(items), size)]

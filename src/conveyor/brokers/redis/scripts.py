@@ -10,12 +10,14 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
 from conveyor.brokers.redis.connection import answer
+
+T = TypeVar("T")
 
 _ATTEMPTS = 3
 _CHUNK = 500
@@ -67,9 +69,14 @@ async def run(client: redis.asyncio.Redis, call: Call) -> Any:
 async def run_many(client: redis.asyncio.Redis, calls: Sequence[Call]) -> list[Any]:
     """Run each call in order, pipelined: one round trip per few hundred calls."""
     replies: list[Any] = []
-    for start in range(0, len(calls), _CHUNK):
-        replies.extend(await _run_chunk(client, calls[start : start + _CHUNK]))
+    for chunk in batches(calls, _CHUNK):
+        replies.extend(await _run_chunk(client, chunk))
     return replies
+
+
+def batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """``items`` cut into runs of ``size`` (the last one shorter)."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 async def _run_chunk(client: redis.asyncio.Redis, calls: Sequence[Call]) -> list[Any]:
