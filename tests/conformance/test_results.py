@@ -125,6 +125,26 @@ async def test_settling_success_acks_and_stores_the_result(
 
 
 @pytest.mark.needs(*NEEDS)
+async def test_results_and_errors_of_any_text_come_back_exactly(
+    broker: Broker, states: JobStates, name: str
+) -> None:
+    text = 'naïve 日本 😀 "quoted" back\\slash \n tab\t [1,2] {"x": null} '
+    await declare_with_dlq(broker, name)
+    succeeding, failing = await states.submit([submission(name), submission(name)])
+    deliveries = {d.message.id: d for d in await broker.receive(name, max_messages=2, wait=1)}
+    await states.start([JobStart(job_id, 1, time.time(), "w1") for job_id in deliveries])
+    error = {"type": "ValueError", "message": text}
+    await states.settle(
+        [
+            Settlement(deliveries[succeeding.id], JobStatus.SUCCEEDED, time.time(), result=[text]),
+            Settlement(deliveries[failing.id], JobStatus.FAILED, time.time(), error=error),
+        ]
+    )
+    assert (await states.results.get_job(succeeding.id)).result == [text]
+    assert (await states.results.get_job(failing.id)).error == error
+
+
+@pytest.mark.needs(*NEEDS)
 async def test_settling_a_retry_requeues_after_the_delay(
     broker: Broker, states: JobStates, name: str
 ) -> None:

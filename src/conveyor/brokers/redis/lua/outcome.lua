@@ -1,25 +1,25 @@
 -- Store the outcome of each attempt in a batch. A finished record expires result_ttl
 -- seconds from now, and whoever waits for it is told on its channel; an unfinished one is
 -- kept until it finishes. A record that expired or was discarded stays gone.
--- KEYS: index zset, expiring zset, then the job hash of each outcome
--- ARGV: now, key prefix, then 7 per outcome: id, status, attempts, result, error,
---       started_at, finished (1/0)
+-- KEYS: index zset, expiring zset
+-- ARGV: now, key prefix, then a JSON array with per outcome [id, status, attempts,
+--       result, error, started_at, finished (1/0)]
 -- An empty result or error means none (JSON text is never empty).
 -- Returns, per outcome, 1 if stored and 0 if its record was gone.
 local index, expiring, now, prefix = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 local stored = {}
-for n = 1, #KEYS - 2 do
-    local job, at = KEYS[2 + n], 2 + (n - 1) * 7
-    local id, status, started = ARGV[at + 1], ARGV[at + 2], ARGV[at + 6]
+for n, outcome in ipairs(cjson.decode(ARGV[3])) do
+    local id, status, started = outcome[1], outcome[2], outcome[6]
+    local job = prefix .. 'job:' .. id
     if redis.call('EXISTS', job) == 0 then
         stored[n] = 0
     else
         stored[n] = 1
-        redis.call('HSET', job, 'status', status, 'attempts', ARGV[at + 3],
+        redis.call('HSET', job, 'status', status, 'attempts', outcome[3],
             'last_attempt_at', started, 'updated_at', now)
         redis.call('HSETNX', job, 'first_attempt_at', started)
         for i, field in ipairs({'result', 'error'}) do
-            local value = ARGV[at + 3 + i]
+            local value = outcome[3 + i]
             if value == '' then
                 redis.call('HDEL', job, field)
             else
@@ -27,7 +27,7 @@ for n = 1, #KEYS - 2 do
             end
         end
         redis.call('ZADD', index, now, id)
-        if ARGV[at + 7] ~= '1' then
+        if outcome[7] ~= '1' then
             redis.call('PERSIST', job)
             redis.call('ZREM', expiring, id)
         else

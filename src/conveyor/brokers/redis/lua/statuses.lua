@@ -1,7 +1,7 @@
 -- The status of each job, false where its record is gone.
--- KEYS: the job hashes
+-- ARGV: job key prefix, then a JSON array of job ids
 local statuses = {}
-for n, job in ipairs(KEYS) do
-    statuses[n] = redis.call('HGET', job, 'status')
+for n, id in ipairs(cjson.decode(ARGV[2])) do
+    statuses[n] = redis.call('HGET', ARGV[1] .. id, 'status')
 end
 return statuses
