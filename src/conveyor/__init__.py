@@ -25,12 +25,11 @@ from conveyor.tasks.context import job_context
 from conveyor.tasks.dead_letters import DeadLetter
 from conveyor.tasks.job import Job
 from conveyor.tasks.task import Task
+from conveyor.version import __version__
 from conveyor.worker.consume import Worker
 
 if TYPE_CHECKING:
     from conveyor.brokers.embedded.db import Durability
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:

@@ -124,6 +124,8 @@ class Decision:
     retry: bool
     delay: float
     reason: str
+    exhausted: bool = False
+    """Not retried because the retries ran out (else the error is never retried)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +167,7 @@ class RetryPolicy:
             asked = None
         if attempt > self.max_retries:
             plural = "s" if attempt != 1 else ""
-            return Decision(False, 0.0, f"retries exhausted after {attempt} attempt{plural}")
+            reason = f"retries exhausted after {attempt} attempt{plural}"
+            return Decision(False, 0.0, reason, exhausted=True)
         delay = self.backoff.delay(attempt, rng) if asked is None else max(0.0, asked)
-        return Decision(True, delay, f"{name}: retry {attempt} of {self.max_retries} in {delay:g}s")
+        return Decision(True, delay, f"retry {attempt} of {self.max_retries} in {delay:g}s")

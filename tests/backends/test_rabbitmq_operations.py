@@ -5,6 +5,7 @@ and the console, against a real server (a virtual host per test) with job record
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -12,10 +13,12 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from conveyor import __version__
 from conveyor.app import App
 from conveyor.errors import JobFailed
 from conveyor.tasks.states import dead_letter_queue
@@ -69,7 +72,7 @@ def worker(
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "worker", "tests.backends.rabbitmq_app:app",
-         "--concurrency", "2"],
+         "--concurrency", "2", "--log-format", "json", "--loglevel", "DEBUG"],
         cwd=ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -133,6 +136,7 @@ async def test_a_worker_process_runs_retries_and_dead_letters_tasks_on_rabbitmq(
     (dead,) = (await asyncio.to_thread(cli, "dlq", "list", "ops", "--json")).json()
     assert (dead["job_id"], dead["task"], dead["attempts"]) == (poison.id, "ops.poison", 2)
     assert (dead["error_type"], dead["error_message"]) == ("ValueError", "poison attempt 2")
+    assert dead["reason"] == "retries_exhausted"
     assert "ValueError" in dead["traceback"]
     assert dead["dead_letter_queue"] == dead_letter_queue("ops")
 
@@ -148,6 +152,23 @@ async def test_a_worker_process_runs_retries_and_dead_letters_tasks_on_rabbitmq(
     assert worker.returncode == 0, log
     assert PASSWORD_IN_URL not in log
     assert "on amqp://guest:***@127.0.0.1:5672/" in log, log
+    lines = [json.loads(line) for line in log.splitlines()]
+    banner = next(line for line in lines if line["logger"] == "conveyor.worker")
+    assert banner["message"].startswith(f"conveyor {__version__} worker ")
+    by_job: dict[tuple[str, int], dict[str, Any]] = {}
+    for line in lines:  # the first run of each attempt; the replay's come later
+        by_job.setdefault((line.get("job_id"), line.get("attempt")), line)
+    assert by_job[(added.id, 1)]["level"] == "DEBUG"
+    assert "succeeded in" in by_job[(added.id, 1)]["message"]
+    retried = by_job[(flaky.id, 1)]
+    assert (retried["level"], retried["task"], retried["reason"]) == (
+        "WARNING",
+        "ops.flaky",
+        "retrying",
+    )
+    given_up = by_job[(poison.id, 2)]
+    assert (given_up["level"], given_up["reason"]) == ("ERROR", "retries_exhausted")
+    assert "ValueError: poison attempt 2" in given_up["message"]
 
 
 async def test_the_api_and_console_show_rabbitmq_queues_and_dead_letters(

@@ -71,7 +71,7 @@ def test_dlq_list_and_show_with_the_app_or_the_broker_url(
     table = listing.table()
     assert table[0] == ["JOB", "ID", "TASK", "REASON", "ATTEMPTS", "FAILED", "AT", "ERROR"]
     assert [row[0] for row in table[1:]] == jobs["dead"]
-    assert table[1][1:4] == ["explode", "rejected", "1"]
+    assert table[1][1:4] == ["explode", "retries_exhausted", "1"]
     assert listing.out.splitlines()[1].endswith("  ValueError: order 0 is broken")
     listed = cli("dlq", "list", "--app", APP, "--json").json()
     assert [d["job_id"] for d in listed] == jobs["dead"]

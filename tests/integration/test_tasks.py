@@ -128,6 +128,9 @@ async def test_last_failure_goes_to_the_dead_letter_queue_with_its_story(app: Ap
     assert dead.first_attempt_at < dead.last_attempt_at
     assert dead.queue == "default"
     assert dead.worker == worker.id
+    assert dead.reason == "retries_exhausted"
+    assert job.error is not None
+    assert job.error["reason"] == "retries_exhausted"
 
 
 async def test_permanent_error_is_dead_lettered_without_retries(app: App) -> None:
@@ -140,6 +143,8 @@ async def test_permanent_error_is_dead_lettered_without_retries(app: App) -> Non
     await job.arefresh()
     assert job.status is JobStatus.DEAD
     assert job.attempts == 1
+    (dead,) = await app.adead_letters()
+    assert dead.reason == "permanent_error"
 
 
 async def test_dont_retry_on_and_retry_on_choose_what_is_retried(app: App) -> None:
@@ -329,6 +334,66 @@ async def test_a_worker_without_queues_consumes_every_queue_its_tasks_declare(
     (banner,) = [r.getMessage() for r in caplog.records if r.name == "conveyor.worker"]
     assert "queues default, emails (in turn)" in banner
     assert "send_email" in banner
+
+
+async def test_the_worker_logs_each_retry_and_each_job_it_gives_up_on(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.task(max_retries=1, backoff=0.01)
+    def flaky() -> None:
+        raise ConnectionError("smtp down")
+
+    @app.task(dont_retry_on=[KeyError], dead_letter=False)
+    def lookup() -> None:
+        raise KeyError("missing")
+
+    @app.task
+    def fine() -> int:
+        return 1
+
+    retried, failed, succeeded = await flaky.adelay(), await lookup.adelay(), await fine.adelay()
+    with caplog.at_level(logging.DEBUG, logger="conveyor.worker"):
+        await Worker(app, concurrency=1).run_until_idle()
+    lines = {
+        (record.job_id, record.attempt): (record.levelname, record.reason, record.getMessage())
+        for record in caplog.records
+        if hasattr(record, "job_id")
+    }
+    level, reason, line = lines[(retried.id, 1)]
+    assert (level, reason) == ("WARNING", "retrying")
+    assert f"job {retried.id} {flaky.name} attempt 1 failed with ConnectionError: smtp down" in line
+    assert "retry 1 of 1 in 0.01s" in line
+    level, reason, line = lines[(retried.id, 2)]
+    assert (level, reason) == ("ERROR", "retries_exhausted")
+    assert "; retries_exhausted (retries exhausted after 2 attempts), " in line
+    assert line.endswith("dead-lettered")
+    level, reason, line = lines[(failed.id, 1)]
+    assert (level, reason) == ("ERROR", "permanent_error")
+    assert "permanent_error (KeyError is in dont_retry_on)" in line
+    assert line.endswith("marked failed (dead_letter=False)")
+    debug = [r.getMessage() for r in caplog.records if r.levelname == "DEBUG"]
+    assert any(f"job {succeeded.id} {fine.name} attempt 1 succeeded in" in m for m in debug)
+
+
+async def test_the_worker_sums_up_what_it_did_at_each_interval(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.task(max_retries=0)
+    async def slow(n: int) -> None:
+        await asyncio.sleep(0.05)
+        if n == 0:
+            raise ValueError("first one fails")
+
+    for n in range(6):
+        await slow.adelay(n)
+    with caplog.at_level(logging.INFO, logger="conveyor.worker"):
+        await Worker(app, concurrency=1, summary_interval=0.1).run_until_idle()
+    summaries = [r for r in caplog.records if hasattr(r, "processed")]
+    assert summaries
+    assert sum(r.processed for r in summaries) <= 6
+    assert all(r.processed > 0 for r in summaries)
+    assert "jobs in the last 0.1 s" in summaries[0].getMessage()
+    assert summaries[0].failed == 1
 
 
 async def test_dead_letters_are_replayed_to_run_again_and_purged(app: App) -> None:

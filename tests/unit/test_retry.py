@@ -167,7 +167,7 @@ def test_retry_uses_the_delay_the_task_asked_for() -> None:
 
 def test_retry_still_counts_against_max_retries() -> None:
     decision = decide(Retry(delay=1), attempt=4)
-    assert decision == Decision(False, 0.0, "retries exhausted after 4 attempts")
+    assert decision == Decision(False, 0.0, "retries exhausted after 4 attempts", exhausted=True)
 
 
 def test_temporary_error_with_a_delay_uses_it() -> None:
@@ -214,13 +214,14 @@ def test_ordinary_errors_back_off_until_retries_are_exhausted(
 ) -> None:
     decision = decide(ValueError("boom"), attempt=attempt)
     assert (decision.retry, decision.delay) == (retry, delay)
-    expected = f"ValueError: retry {attempt} of 3" if retry else "retries exhausted after 4"
+    expected = f"retry {attempt} of 3" if retry else "retries exhausted after 4"
     assert decision.reason.startswith(expected)
+    assert decision.exhausted is not retry
 
 
 def test_zero_max_retries_never_retries() -> None:
     assert decide(ValueError(), policy=RetryPolicy(max_retries=0)) == Decision(
-        False, 0.0, "retries exhausted after 1 attempt"
+        False, 0.0, "retries exhausted after 1 attempt", exhausted=True
     )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from conveyor.cli import logs
 from conveyor.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -50,12 +51,7 @@ def add_parser(commands: Any) -> None:
         metavar="BYTES",
         help="largest request body (default 1 MiB, or $CONVEYOR_API_MAX_BODY_BYTES)",
     )
-    command.add_argument(
-        "--log-level",
-        default="info",
-        choices=["critical", "error", "warning", "info", "debug"],
-        help="server log level (default info)",
-    )
+    logs.add_options(command)
     alerts = command.add_argument_group(
         "health thresholds", "/health reports degraded above any of these"
     )
@@ -93,13 +89,20 @@ def run(arguments: argparse.Namespace) -> int:
             f"conveyor serve needs the server extra ({error}); install it with "
             "pip install 'conveyor[server]'"
         ) from None
+    logs.configure(arguments.log_level, arguments.log_format)
     settings = settings_from(arguments, os.environ)
     server = create_server(load_app(arguments.app), settings)
     # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again for the
     # handler it found: make that a clean exit, as a stopped worker's is.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stopped)
-    uvicorn.run(server, host=settings.host, port=settings.port, log_level=arguments.log_level)
+    uvicorn.run(
+        server,
+        host=settings.host,
+        port=settings.port,
+        log_level=arguments.log_level,
+        log_config=None,
+    )
     return 0
 
 

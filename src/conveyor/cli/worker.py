@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 import threading
 from typing import Any
 
+from conveyor.cli import logs
 from conveyor.errors import ConfigError
 from conveyor.worker.autoscale import AutoscaleRules
 from conveyor.worker.supervisor import Supervisor, WorkerOptions, run_worker
@@ -53,16 +53,14 @@ def add_parser(commands: Any) -> None:
         metavar="SECONDS",
         help="how often the queue depth is checked (default 2)",
     )
+    logs.add_options(command)
     command.set_defaults(handler=run)
 
 
 def run(arguments: argparse.Namespace) -> int:
     from conveyor.cli import load_app
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+    logs.configure(arguments.log_level, arguments.log_format)
     app = load_app(arguments.app)
     queues = tuple(name for name in arguments.queues.split(",") if name)
     if arguments.processes < 1 or arguments.concurrency < 1:

@@ -15,7 +15,12 @@ from conveyor.tasks.states import take
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A job that failed for good, with what its last failure left behind."""
+    """A job that failed for good, with what its last failure left behind.
+
+    ``reason`` is why the worker gave up (``permanent_error``, ``retries_exhausted``,
+    ``delivery_limit``) or, for a message the queue itself dead-lettered, the queue's reason
+    (``expired``, ``maxlen``, ``rejected``).
+    """
 
     job_id: str
     task: str | None
@@ -63,7 +68,7 @@ class DeadLetter:
             task=failure.get("task") or message.headers.get("task"),
             queue=failure.get("queue") or deaths[0].get("queue", ""),
             arguments=arguments,
-            reason=deaths[0].get("reason", "unknown"),
+            reason=failure.get("reason") or deaths[0].get("reason", "unknown"),
             error_type=failure.get("error_type"),
             error_message=failure.get("error_message"),
             traceback=failure.get("traceback"),

@@ -190,6 +190,7 @@ class JobStates:
         return {
             "task": record.task if record is not None else None,
             "first_attempt_at": first if first is not None else settlement.started_at,
+            "reason": error.get("reason"),
             "error_type": error.get("type"),
             "error_message": error.get("message"),
             "traceback": error.get("traceback"),

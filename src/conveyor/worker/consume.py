@@ -35,7 +35,10 @@ from conveyor.tasks.context import current_job
 from conveyor.tasks.schedules import run_schedules
 from conveyor.tasks.states import JobStates
 from conveyor.tasks.task import IDEMPOTENCY_HEADER, TASK_HEADER, Executor, Task
+from conveyor.version import __version__
+from conveyor.worker import reporting
 from conveyor.worker.executors import ProcessRunner, ThreadRunner, describe
+from conveyor.worker.reporting import FailureReason, failure
 
 log = logging.getLogger("conveyor.worker")
 
@@ -82,6 +85,8 @@ class Worker:
     processes: int | None = None
     grace: float = 30.0
     heartbeat_interval: float = 5.0
+    summary_interval: float = 60.0
+    """Seconds between the INFO lines that sum up what the worker did (none while idle)."""
     id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     counts: WorkerCounts = field(default_factory=WorkerCounts)
 
@@ -134,6 +139,7 @@ class Worker:
         self._log_start(until_idle)
         helpers: list[asyncio.Task[Any]] = [
             asyncio.create_task(self._heartbeats(states.results)),
+            asyncio.create_task(self._summaries()),
             asyncio.create_task(self._settle_finished(states)),
             *(asyncio.create_task(self._slot()) for _ in range(self.concurrency)),
         ]
@@ -168,7 +174,8 @@ class Worker:
         order = "in turn" if self._in_turn else "in priority order"
         subscribers = [] if until_idle else list(self.app.subscribers.values())
         log.info(
-            "worker %s on %s: queues %s (%s), concurrency %d, prefetch %d; tasks: %s%s",
+            "conveyor %s worker %s on %s: queues %s (%s), concurrency %d, prefetch %d; tasks: %s%s",
+            __version__,
             self.id,
             mask_url(self.app.broker_url),
             ", ".join(self.queues),
@@ -348,7 +355,10 @@ class Worker:
         if task is None:
             known = ", ".join(sorted(self.app.tasks)) or "none"
             job.settlement = self._dead(
-                job, PermanentError(f"unknown task {headers.get(TASK_HEADER)!r}; known: {known}")
+                job,
+                PermanentError(f"unknown task {headers.get(TASK_HEADER)!r}; known: {known}"),
+                FailureReason.PERMANENT,
+                "no such task in this worker's app",
             )
             return None
         job.task = task
@@ -358,12 +368,16 @@ class Worker:
                 f"delivered {job.delivery.delivery_count} times, {allowed} allowed: earlier "
                 "attempts were lost with their worker (crash or lapsed lease)"
             )
-            job.settlement = self._dead(job, error)
+            job.settlement = self._dead(
+                job, error, FailureReason.DELIVERY_LIMIT, "earlier attempts lost with their worker"
+            )
             return None
         try:
             args, kwargs = task.codec.decode(loads(job.delivery.message.body))
         except ConveyorError as error:
-            job.settlement = self._dead(job, error)
+            job.settlement = self._dead(
+                job, error, FailureReason.PERMANENT, "its arguments cannot be decoded"
+            )
             return None
         return task, args, kwargs
 
@@ -437,7 +451,9 @@ class Worker:
         try:
             value = to_json(result)
         except ConveyorError as error:
-            return self._dead(job, error)
+            return self._dead(job, error, FailureReason.PERMANENT, "its result is not JSON")
+        if log.isEnabledFor(logging.DEBUG):
+            reporting.succeeded(job.delivery, time.monotonic() - job.started_monotonic)
         return self._settlement(job, JobStatus.SUCCEEDED, result=value)
 
     def _failed(self, job: _Job, error: BaseException) -> Settlement:
@@ -445,15 +461,21 @@ class Worker:
         options = job.task.options
         decision = options.retry.decide(error, job.delivery.delivery_count, self._random)
         if decision.retry:
+            reporting.retrying(job.delivery, error, decision.reason)
             return self._settlement(
                 job, JobStatus.RETRYING, error=describe(error), retry_delay=decision.delay
             )
+        reason = FailureReason.EXHAUSTED if decision.exhausted else FailureReason.PERMANENT
         if not options.dead_letter:
-            return self._settlement(job, JobStatus.FAILED, error=describe(error))
-        return self._dead(job, error)
+            reporting.gave_up(job.delivery, error, reason, decision.reason, dead_letter=False)
+            return self._settlement(job, JobStatus.FAILED, error=failure(error, reason))
+        return self._dead(job, error, reason, decision.reason)
 
-    def _dead(self, job: _Job, error: BaseException) -> Settlement:
-        return self._settlement(job, JobStatus.DEAD, error=describe(error))
+    def _dead(
+        self, job: _Job, error: BaseException, reason: FailureReason, detail: str
+    ) -> Settlement:
+        reporting.gave_up(job.delivery, error, reason, detail, dead_letter=True)
+        return self._settlement(job, JobStatus.DEAD, error=failure(error, reason))
 
     def _settlement(
         self,
@@ -544,6 +566,18 @@ class Worker:
                 )
             )
             await asyncio.sleep(self.heartbeat_interval)
+
+    async def _summaries(self) -> None:
+        counts = self.counts
+        processed, failed = counts.processed, counts.failed
+        while True:
+            await asyncio.sleep(self.summary_interval)
+            done, failures = counts.processed - processed, counts.failed - failed
+            processed, failed = counts.processed, counts.failed
+            if done:
+                reporting.summary(
+                    done, failures, self.summary_interval, len(self._running), len(self._ready)
+                )
 
     async def _wind_down(self, states: JobStates) -> None:
         """Give back what has not started; let started jobs finish within the grace period."""

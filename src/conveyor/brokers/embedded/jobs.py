@@ -267,6 +267,7 @@ def failure_record(
     return {
         "task": None if row is None else row[1],
         "first_attempt_at": settlement.started_at if first_ms is None else first_ms / 1000,
+        "reason": error.get("reason"),
         "error_type": error.get("type"),
         "error_message": error.get("message"),
         "traceback": error.get("traceback"),
