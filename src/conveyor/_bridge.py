@@ -50,6 +50,10 @@ class PortalBroker(Broker):
         self.capabilities = target.capabilities  # type: ignore[misc]
         self.private_store = target.private_store  # type: ignore[misc]
 
+    @property
+    def location(self) -> str:
+        return self._target.location
+
     def results(self) -> ResultStore:
         if self._results is None:
             target = self._target.results()

@@ -30,14 +30,10 @@ from conveyor.retry import Exponential, RetryPolicy, backoff_from
 from conveyor.tasks.dead_letters import DeadLetter, list_dead_letters
 from conveyor.tasks.job import Job
 from conveyor.tasks.states import JobStates, dead_letter_queue
-from conveyor.tasks.task import TASK_OPTIONS, Task, task_options
+from conveyor.tasks.task import TASK_OPTIONS, TASK_PRIORITIES, Task, task_options
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-TASK_PRIORITIES = 9
-"""Task queues take priorities 0-9 (higher first); higher values count as 9."""
 
 
 class App:
@@ -181,6 +177,14 @@ class App:
             raise ConfigError(f"no task named {name!r}; registered: {known}") from None
 
     # the broker
+
+    @property
+    def broker_location(self) -> str:
+        """Where the broker keeps its data, password masked and a ``sqlite:///`` file as
+        an absolute path: what to compare when two processes should share one store."""
+        if self._broker is not None:
+            return self._broker.location
+        return open_broker(self.broker_url).location
 
     async def abroker(self) -> Broker:
         """The broker for this event loop, connected on first use.

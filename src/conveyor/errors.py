@@ -33,6 +33,7 @@ ConveyorError
 └─ JobError
    ├─ JobNotFound
    ├─ ResultTimeout            the job did not finish within the wait
+   ├─ IdempotencyConflict      an idempotency key sent again with other arguments
    └─ JobFailed                the job ended failed or dead; carries its error
 ```
 
@@ -318,12 +319,29 @@ class JobNotFound(JobError):
 
 
 class ResultTimeout(JobError):
-    def __init__(self, job_id: str, timeout: float) -> None:
+    """The job had not finished when the wait ended; ``why`` says what the workers on its
+    store suggest (none running, none on its queue, or busy)."""
+
+    def __init__(self, job_id: str, timeout: float, why: str = "") -> None:
         self.job_id = job_id
         self.timeout = timeout
+        self.why = why
         super().__init__(
-            f"job {job_id!r} did not finish within {timeout:g}s; wait longer or check its "
-            "status and the workers"
+            f"job {job_id!r} did not finish within {timeout:g}s: "
+            f"{why or 'wait longer or check its status and the workers'}"
+        )
+
+
+class IdempotencyConflict(JobError):
+    """An idempotency key already names a job of another task or other arguments: the
+    key means "this request", so a different request under it is refused, not merged."""
+
+    def __init__(self, key: str, job_id: str) -> None:
+        self.key = key
+        self.job_id = job_id
+        super().__init__(
+            f"idempotency key {key!r} already names job {job_id!r}, sent with other arguments "
+            "(or another task); nothing was enqueued. Use a new key for a new request"
         )
 
 

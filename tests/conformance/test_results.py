@@ -13,7 +13,7 @@ import pytest
 from conveyor import Broker, Capability, Message, QueueSpec
 from conveyor.brokers.results import JobStart
 from conveyor.brokers.types import JobStatus, JobSubmission, Settlement, WorkerInfo
-from conveyor.errors import ConveyorError, JobNotFound
+from conveyor.errors import ConveyorError, IdempotencyConflict, JobNotFound
 from conveyor.tasks.states import JobStates
 
 NEEDS = (Capability.QUEUES, Capability.DEAD_LETTER)
@@ -87,6 +87,25 @@ async def test_same_idempotency_key_within_window_returns_the_existing_job(
     (third,) = await states.submit([submission(name, idempotency_key="k1")])
     assert first.id == second.id == third.id
     assert (await broker.queue_stats(name)).ready == 1
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_an_idempotency_key_sent_with_another_request_is_refused_and_nothing_is_sent(
+    broker: Broker, states: JobStates, name: str
+) -> None:
+    await declare_with_dlq(broker, name)
+    (first,) = await states.submit([submission(name, idempotency_key="pay-1", request_digest="a")])
+    (again,) = await states.submit([submission(name, idempotency_key="pay-1", request_digest="a")])
+    assert again.id == first.id
+    other = submission(name, idempotency_key="pay-1", request_digest="b")
+    fresh = submission(name, idempotency_key="pay-2", request_digest="c")
+    with pytest.raises(IdempotencyConflict, match=f"key 'pay-1' already names job '{first.id}'"):
+        await states.submit([fresh, other])
+    assert (await broker.queue_stats(name)).ready == 1
+    with pytest.raises(JobNotFound):
+        await states.results.get_job(fresh.message.id)
+    (retried,) = await states.submit([fresh])  # the refused batch left its key unused
+    assert retried.id == fresh.message.id
 
 
 @pytest.mark.needs(*NEEDS)
@@ -296,6 +315,23 @@ async def test_started_jobs_are_running_and_a_finished_job_keeps_its_first_attem
     assert job.status is JobStatus.SUCCEEDED
     assert job.attempts == 2
     assert job.first_attempt_at == pytest.approx(first, abs=0.002)
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_a_first_attempt_shows_as_attempt_one_and_a_retry_shows_when_it_is_due(
+    broker: Broker, states: JobStates, name: str
+) -> None:
+    await declare_with_dlq(broker, name)
+    (record,) = await states.submit([submission(name)])
+    (delivery,) = await broker.receive(name)
+    await states.start([JobStart(record.id, 1, time.time(), "w1")])
+    running = await states.results.get_job(record.id)
+    assert (running.status, running.attempts) == (JobStatus.RUNNING, 1)
+    failed_at = time.time()
+    await states.settle([Settlement(delivery, JobStatus.RETRYING, failed_at, retry_delay=30.0)])
+    waiting = await states.results.get_job(record.id)
+    assert (waiting.status, waiting.attempts) == (JobStatus.RETRYING, 1)
+    assert waiting.scheduled_for == pytest.approx(failed_at + 30.0, abs=2.0)
 
 
 @pytest.mark.needs(*NEEDS)

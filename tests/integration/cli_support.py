@@ -18,6 +18,7 @@ from conveyor.brokers import Broker, open_broker
 from conveyor.cli import main
 
 T = TypeVar("T")
+BROKER_LINE = "conveyor: broker "
 
 
 @dataclass
@@ -36,11 +37,17 @@ class Result:
         """The rows of a printed table, split on runs of spaces (header first)."""
         return [line.split() for line in self.out.splitlines() if line.strip()]
 
+    @property
+    def error(self) -> str:
+        """stderr without the line that names the broker (commands print it first)."""
+        first, _, rest = self.err.partition("\n")
+        return rest if first.startswith(BROKER_LINE) else self.err
+
     def one_line_error(self, code: int, fragment: str) -> None:
         assert self.code == code, (self.code, self.out, self.err)
-        assert self.err.startswith("conveyor: error: "), self.err
-        assert self.err.count("\n") == 1, self.err
-        assert fragment in self.err, self.err
+        assert self.error.startswith("conveyor: error: "), self.err
+        assert self.error.count("\n") == 1, self.err
+        assert fragment in self.error, self.err
 
 
 class Cli:
@@ -62,6 +69,11 @@ class Cli:
             code = int(exit.code or 0)
         captured = self._capsys.readouterr()
         return Result(code, captured.out, captured.err)
+
+    @property
+    def location(self) -> str:
+        """The broker as the command names it on its first line."""
+        return open_broker(self.url).location
 
     def broker(self, work: Callable[[Broker], Awaitable[T]]) -> T:
         """Run ``work`` on a broker of its own, to set up or check the database."""

@@ -32,7 +32,7 @@ def test_declare_list_show_purge_and_delete_a_queue(cli: Cli) -> None:
     assert spec.dead_letter_routing_key == "orders.dead"
 
     assert (
-        cli("publish", "orders", stdin="a\nb\n\nc\n").err
+        cli("publish", "orders", stdin="a\nb\n\nc\n").error
         == "published 3 messages to queue 'orders'\n"
     )
     table = cli("queues", "list").table()
@@ -151,7 +151,7 @@ def test_exchanges_bindings_and_publishing_through_them(cli: Cli) -> None:
     assert {"queue": "audit", "routing_key": "order.*", "arguments": {}} in shown["bindings"]
 
     result = cli("publish", "events", "--routing-key", "order.urgent", stdin="both\n")
-    assert result.err == "published 1 message to exchange 'events'\n"
+    assert result.error == "published 1 message to exchange 'events'\n"
     dropped = cli("publish", "events", "--routing-key", "nothing", "--json", stdin="x\ny\n")
     assert dropped.json() == {"published": 2, "unroutable": 2, "exchange": "events"}
     refused = cli("publish", "events", "--routing-key", "nothing", "--mandatory", stdin="z\n")
@@ -234,7 +234,7 @@ def test_consume_acks_what_it_prints_and_no_ack_changes_nothing(cli: Cli) -> Non
     assert cli.broker(lambda b: b.queue_stats("q")).ready == 6
 
     taken = cli("consume", "q", "--max-messages", "3")
-    assert (taken.code, taken.err) == (0, "consumed 3 messages\n")
+    assert (taken.code, taken.error) == (0, "consumed 3 messages\n")
     assert [line["body"] for line in taken.lines()] == ["m0", "m1", "m2"]
     assert all(line["queue"] == "q" and line["delivery_count"] == 1 for line in taken.lines())
     assert cli.broker(lambda b: b.queue_stats("q")).depth == 3
@@ -244,10 +244,10 @@ def test_consume_acks_what_it_prints_and_no_ack_changes_nothing(cli: Cli) -> Non
     assert short.code == 1
     assert short.lines() == [short.lines()[0]]
     assert short.lines()[0]["body_base64"] == "//4="
-    assert short.err == "conveyor: error: timed out after 0.2s idle with 1 of 5 messages\n"
+    assert short.error == "conveyor: error: timed out after 0.2s idle with 1 of 5 messages\n"
     assert cli.broker(lambda b: b.queue_stats("q")).depth == 0
     idle = cli("consume", "q", "--timeout", "0.1")
-    assert (idle.code, idle.out, idle.err) == (0, "", "consumed 0 messages\n")
+    assert (idle.code, idle.out, idle.error) == (0, "", "consumed 0 messages\n")
 
 
 def test_the_real_command_publishes_from_a_pipe_and_consumes(sqlite_url: str) -> None:

@@ -112,7 +112,7 @@ def test_console_produce_then_consume_round_trip_with_keys(sqlite_url: str) -> N
     consumed = conveyor(
         "consume", "--topic", "orders", "--from-beginning", "--max-messages", "21", url=sqlite_url
     )
-    assert (consumed.code, consumed.err) == (0, "consumed 21 records\n")
+    assert (consumed.code, consumed.error) == (0, "consumed 21 records\n")
     records = consumed.lines()
     assert sorted(r["value"] or "" for r in records) == sorted(
         ["", *[f"order {i}" for i in range(20)]]
@@ -202,7 +202,7 @@ def test_reset_offsets_is_a_dry_run_until_execute(cli: Cli) -> None:
         "executed": True,
         "offsets": [{"group": "g", "topic": "events", "partition": 1, "current": 2, "new": 5}],
     }
-    assert done.err == ""
+    assert done.error == ""
     assert cli.broker(lambda b: b.committed_offsets("g")) == {tp0: 4, tp1: 5}
 
     clamped = cli("groups", "reset-offsets", "g", "--all-topics", "--to-offset", "99", "--execute")
@@ -277,7 +277,7 @@ def test_ctrl_c_stops_a_group_consumer_that_commits_and_leaves(cli: Cli) -> None
     out, err = child.communicate(timeout=30)
     assert child.returncode == 130
     assert out == ""
-    assert err == "consumed 6 records\n"
+    assert err.splitlines() == [f"conveyor: broker {cli.location}", "consumed 6 records"]
     assert sorted(json.loads(line)["value"] for line in lines) == [f"v{i}" for i in range(6)]
     assert sum(cli.broker(lambda b: b.committed_offsets("g")).values()) == 6
     assert cli("groups", "describe", "g", "--json").json()["state"] == "Empty"

@@ -15,6 +15,7 @@ from conveyor.app import App
 from conveyor.brokers.types import JobStatus
 from conveyor.errors import (
     ConfigError,
+    IdempotencyConflict,
     JobFailed,
     JobNotFound,
     PermanentError,
@@ -214,6 +215,24 @@ async def test_same_idempotency_key_returns_the_same_job(app: App) -> None:
     assert runs == ["7"]
 
 
+async def test_a_payment_key_reused_with_another_amount_is_refused(app: App) -> None:
+    @app.task
+    def charge(customer: str, cents: int) -> None:
+        return None
+
+    @app.task
+    def refund(customer: str, cents: int) -> None:
+        return None
+
+    paid = await charge.asend(["ada", 500], idempotency_key="order-17")
+    assert (await charge.asend(["ada", 500], idempotency_key="order-17")).id == paid.id
+    with pytest.raises(IdempotencyConflict, match="'order-17' already names job"):
+        await charge.asend(["ada", 900], idempotency_key="order-17")
+    with pytest.raises(IdempotencyConflict):
+        refund.send(["ada", 500], idempotency_key="order-17")
+    assert (await (await app.abroker()).queue_stats("default")).ready == 1
+
+
 async def test_worker_skips_a_job_whose_key_already_succeeded(app: App) -> None:
     runs: list[int] = []
 
@@ -287,8 +306,63 @@ async def test_result_times_out_while_no_worker_runs(app: App) -> None:
         return None
 
     job = await idle.adelay()
-    with pytest.raises(ResultTimeout):
+    with pytest.raises(ResultTimeout) as timed_out:
         await job.aresult(timeout=0.05)
+    location = app.broker_location
+    assert location.startswith("sqlite:////")  # the file, as an absolute path
+    assert f"it is queued, and no worker is running on {location}" in str(timed_out.value)
+
+
+async def test_a_result_timeout_says_no_worker_consumes_the_jobs_queue(app: App) -> None:
+    @app.task(queue="emails")
+    def send() -> None:
+        return None
+
+    job = await send.adelay()
+    elsewhere = Worker(app, queues=["reports"])
+    running = asyncio.create_task(elsewhere.run())
+    try:
+        for _ in range(500):
+            if await (await app.aresults()).list_workers():
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(ResultTimeout) as timed_out:
+            await job.aresult(timeout=0.05)
+        assert "no worker on sqlite:///" in str(timed_out.value)
+        assert "consumes queue 'emails' (the live workers read reports)" in str(timed_out.value)
+        assert "--queues emails" in str(timed_out.value)
+    finally:
+        elsewhere.stop()
+        await running
+
+
+async def test_reading_a_jobs_status_asks_the_store_each_time(app: App) -> None:
+    started, failing = asyncio.Event(), asyncio.Event()
+
+    @app.task(max_retries=1, backoff=30.0)
+    async def flaky() -> None:
+        started.set()
+        await failing.wait()
+        raise ConnectionError("smtp down")
+
+    job = await flaky.adelay()
+    assert job.status is JobStatus.QUEUED
+    worker = Worker(app, concurrency=1)
+    running = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        assert (job.status, job.attempts) == (JobStatus.RUNNING, 1)
+        failing.set()
+        for _ in range(500):
+            if await job.astatus() is JobStatus.RETRYING:
+                break
+            await asyncio.sleep(0.01)
+        assert job.status is JobStatus.RETRYING
+        assert job.next_attempt_at == pytest.approx(time.time() + 30.0, abs=3.0)
+        assert job.error["type"] == "ConnectionError"
+    finally:
+        worker.stop(graceful=False)
+        await running
 
 
 async def test_strict_queue_priority_runs_high_before_low(app: App) -> None:

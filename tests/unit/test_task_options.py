@@ -25,7 +25,8 @@ async def async_noop() -> None:
         ({"max_retries": -1}, "max_retries must be an integer >= 0"),
         ({"max_retries": 1.5}, "max_retries must be an integer >= 0"),
         ({"backoff": [60, -5]}, "negative|>= 0"),
-        ({"priority": 300}, "priority must be an integer 0-255"),
+        ({"priority": 300}, "priority must be an integer 0-9"),
+        ({"priority": 10}, r"priority must be an integer 0-9 \(task queues have 10 levels"),
         ({"queue": "bad queue"}, "queue name"),
         ({"timeout": -1}, "timeout"),
         ({"rate_limit": "fast"}, "COUNT/UNIT"),
@@ -38,6 +39,15 @@ def test_bad_task_options_are_refused_at_declaration(options: dict[str, Any], ma
     with pytest.raises(ConfigError, match=match):
         app.task(**options)(noop)
     assert app.tasks == {}
+
+
+@pytest.mark.parametrize("priority", [10, 255, -1, True])
+def test_a_priority_beyond_the_task_queues_levels_is_refused_at_send(priority: object) -> None:
+    app = App("memory://")
+    task = app.task(noop)
+    with pytest.raises(ConfigError, match="priority must be an integer 0-9"):
+        task.submission(priority=priority)  # type: ignore[arg-type]
+    assert task.submission(priority=9).message.priority == 9
 
 
 def test_async_functions_run_on_the_loop_and_sync_ones_in_threads_by_default() -> None:

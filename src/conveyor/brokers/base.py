@@ -53,6 +53,7 @@ from conveyor.brokers.types import (
 )
 from conveyor.errors import ConfigError, LeaseLost, NotSupported
 from conveyor.message import Message
+from conveyor.settings import mask_url
 
 if TYPE_CHECKING:
     from conveyor.brokers.results import ResultStore
@@ -77,6 +78,12 @@ class Broker(ABC):
 
     def __init__(self, url: str) -> None:
         self.url = url
+
+    @property
+    def location(self) -> str:
+        """Where this broker keeps its data, for people to check that two processes share
+        it: the URL with its password masked, or what a backend resolves it to."""
+        return mask_url(self.url)
 
     def require(self, *needed: Capability) -> None:
         """Raise NotSupported for the first capability this backend does not declare."""

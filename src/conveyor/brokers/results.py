@@ -11,6 +11,7 @@ orders them so that delivery stays at least once (see there).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -26,6 +27,20 @@ from conveyor.brokers.types import (
     TaskStats,
     WorkerInfo,
 )
+from conveyor.errors import IdempotencyConflict
+
+
+def request_digest(task: str, body: bytes) -> str:
+    """What an idempotency key stands for: this task with these encoded arguments."""
+    return hashlib.sha256(task.encode() + b"\0" + body).hexdigest()[:32]
+
+
+def check_same_request(submission: JobSubmission, existing: JobRecord) -> None:
+    """Refuse a key sent again with another request (a record from before digests were
+    kept has none, and passes)."""
+    key, kept, sent = submission.idempotency_key, existing.request_digest, submission.request_digest
+    if key is not None and kept is not None and sent is not None and kept != sent:
+        raise IdempotencyConflict(key, existing.id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -326,6 +326,9 @@ class JobSubmission:
     idempotency_key: str | None = None
     idempotency_window: float = 3600.0
     result_ttl: float = 86400.0
+    request_digest: str | None = None
+    """With a key: a hash of the task and its arguments, kept in the record, so that the
+    key sent again with another request is told apart (``check_same_request``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +349,7 @@ class JobRecord:
     error: Mapping[str, Any] | None = None
     progress: Any = None
     idempotency_key: str | None = None
+    request_digest: str | None = None
 
 
 @dataclass(slots=True)

@@ -2,7 +2,10 @@
 
 Each admin command takes ``--broker URL`` (default: ``$CONVEYOR_BROKER_URL``, else
 ``sqlite:///conveyor.db``) or ``--app MODULE:APP`` (that App's broker and tasks), and
-``--json``. A command is an ``async def command(ctx) -> int``; ``add_command`` registers it.
+``--json``. Without ``--json`` it first names the broker on stderr, as its location (a
+``sqlite:///`` file as an absolute path), so that a store in another directory is noticed.
+
+A command is an ``async def command(ctx) -> int``; ``add_command`` registers it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import asyncio
 import os
 import re
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -133,6 +137,8 @@ def _handler(command: Command, creates: bool) -> Callable[[argparse.Namespace], 
 async def _run(command: Command, arguments: argparse.Namespace, app: App, from_app: bool) -> int:
     try:
         broker = await app.abroker()
+        if not arguments.json:
+            print(f"conveyor: broker {broker.location}", file=sys.stderr)
         return await command(Context(arguments, app, broker, from_app))
     finally:
         await app.aclose()

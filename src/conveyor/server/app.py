@@ -45,6 +45,13 @@ def create_server(app: App, settings: ServerSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(server: FastAPI) -> AsyncIterator[None]:
+        logger.info(
+            "conveyor %s server for broker %s on %s:%d",
+            __version__,
+            app.broker_location,
+            settings.host,
+            settings.port,
+        )
         try:
             await (await app.abroker()).ping()
         except ConveyorError as error:

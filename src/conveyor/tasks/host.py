@@ -26,6 +26,9 @@ T = TypeVar("T")
 class JobHost(Protocol):
     """Submits jobs and reaches their records, on an event loop or from blocking code."""
 
+    @property
+    def broker_location(self) -> str: ...
+
     async def asubmit(self, submissions: Sequence[JobSubmission]) -> list[Job]: ...
 
     def submit(self, submissions: Sequence[JobSubmission]) -> list[Job]: ...

@@ -26,7 +26,7 @@ from typing import Any
 
 from conveyor.brokers.base import Broker
 from conveyor.brokers.capabilities import Capability
-from conveyor.brokers.results import JobStart, ResultStore
+from conveyor.brokers.results import JobStart, ResultStore, check_same_request
 from conveyor.brokers.types import (
     DeadLetterReason,
     Delivery,
@@ -35,7 +35,7 @@ from conveyor.brokers.types import (
     JobSubmission,
     Settlement,
 )
-from conveyor.errors import JobNotFound, LeaseLost
+from conveyor.errors import IdempotencyConflict, JobNotFound, LeaseLost
 from conveyor.message import Message
 from conveyor.names import DEAD_LETTER_SUFFIX
 
@@ -65,6 +65,13 @@ class JobStates:
             return await self.broker.submit_jobs(submissions)
         records = await self.results.create_jobs(submissions)
         fresh = [s for s, r in zip(submissions, records, strict=True) if r.id == s.message.id]
+        try:
+            for submission, record in zip(submissions, records, strict=True):
+                if record.id != submission.message.id:
+                    check_same_request(submission, record)
+        except IdempotencyConflict:
+            await self.results.discard_jobs([s.message.id for s in fresh])
+            raise
         by_delay: dict[float, list[Message]] = defaultdict(list)
         for submission in fresh:
             by_delay[submission.delay].append(submission.message)

@@ -10,10 +10,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from conveyor.brokers.results import request_digest
 from conveyor.brokers.types import JobSubmission, seconds
 from conveyor.codecs import ArgumentCodec, dumps
 from conveyor.errors import ConfigError
-from conveyor.message import MAX_PRIORITY, Message
+from conveyor.message import Message
 from conveyor.names import check_name
 from conveyor.retry import RetryPolicy, backoff_from
 
@@ -26,6 +27,9 @@ R = TypeVar("R")
 
 TASK_HEADER = "task"
 IDEMPOTENCY_HEADER = "idempotency-key"
+TASK_PRIORITIES = 9
+"""Task queues are declared with priorities 0-9 (higher first), as RabbitMQ advises
+(every level costs the server memory and CPU); a task's priority is checked against it."""
 
 
 class Executor(StrEnum):
@@ -94,8 +98,7 @@ def task_options(
 ) -> TaskOptions:
     """Validate a task's options; every mistake is a ConfigError raised at declaration."""
     check_name("queue", queue)
-    if type(priority) is not int or not 0 <= priority <= MAX_PRIORITY:
-        raise ConfigError(f"priority must be an integer 0-{MAX_PRIORITY}, not {priority!r}")
+    check_priority(priority)
     if type(max_retries) is not int or max_retries < 0:
         raise ConfigError(f"max_retries must be an integer >= 0, not {max_retries!r}")
     is_async = inspect.iscoroutinefunction(function)
@@ -176,7 +179,7 @@ class Task(Generic[P, R]):
             dumps(payload),
             routing_key=target,
             headers=headers,
-            priority=self.options.priority if priority is None else priority,
+            priority=self.options.priority if priority is None else check_priority(priority),
             content_type="application/json",
         )
         return JobSubmission(
@@ -187,6 +190,7 @@ class Task(Generic[P, R]):
             idempotency_key=key,
             idempotency_window=self.options.idempotency_window,
             result_ttl=self.options.result_ttl,
+            request_digest=None if key is None else request_digest(self.name, message.body),
         )
 
     async def asend(
@@ -218,3 +222,12 @@ class Task(Generic[P, R]):
         self, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]], **options: Any
     ) -> list[Job]:
         return self.app.submit([self.submission(a, k, **options) for a, k in calls])
+
+
+def check_priority(priority: object) -> int:
+    if type(priority) is not int or not 0 <= priority <= TASK_PRIORITIES:
+        raise ConfigError(
+            f"a task's priority must be an integer 0-{TASK_PRIORITIES} (task queues have "
+            f"{TASK_PRIORITIES + 1} levels, {TASK_PRIORITIES} runs first), not {priority!r}"
+        )
+    return priority

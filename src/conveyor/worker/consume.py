@@ -30,7 +30,6 @@ from conveyor.brokers.results import JobStart, ResultStore
 from conveyor.brokers.types import Delivery, JobStatus, Settlement, WorkerInfo
 from conveyor.codecs import loads, to_json
 from conveyor.errors import ConveyorError, PermanentError, TaskTimeout
-from conveyor.settings import mask_url
 from conveyor.tasks.context import current_job
 from conveyor.tasks.schedules import run_schedules
 from conveyor.tasks.states import JobStates
@@ -177,7 +176,7 @@ class Worker:
             "conveyor %s worker %s on %s: queues %s (%s), concurrency %d, prefetch %d; tasks: %s%s",
             __version__,
             self.id,
-            mask_url(self.app.broker_url),
+            self.app.broker_location,
             ", ".join(self.queues),
             order,
             self.concurrency,

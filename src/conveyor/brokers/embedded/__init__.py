@@ -106,12 +106,18 @@ class EmbeddedBroker(StreamMethods, Broker):
         self._flushed_at = time.monotonic()
 
     def _path(self, url: BrokerURL) -> str | None:
+        """The file's absolute path: a relative one is resolved against the working
+        directory once, here, so that a later chdir cannot move the store."""
         if url.netloc or not url.path.lstrip("/"):
             raise ConfigError(
                 f"{self.url!r} names no file: use sqlite:///relative/path.db or "
                 "sqlite:////absolute/path.db"
             )
-        return url.path[1:]
+        return os.path.abspath(url.path[1:])
+
+    @property
+    def location(self) -> str:
+        return f"sqlite:///{self.path}"
 
     def missing_store(self) -> str | None:
         if self.path is None or os.path.exists(self.path):
@@ -499,3 +505,7 @@ class MemoryBroker(EmbeddedBroker):
         if url.netloc or url.path.strip("/"):
             raise ConfigError(f"{self.url!r}: memory:// takes no path")
         return None
+
+    @property
+    def location(self) -> str:
+        return f"memory:// (pid {os.getpid()} only)"

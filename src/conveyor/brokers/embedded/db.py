@@ -9,6 +9,7 @@ inside SQLite, so a busy file does not stall the event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import threading
@@ -28,6 +29,7 @@ from conveyor.errors import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("conveyor.embedded")
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -66,6 +68,7 @@ class Database:
             self._initialize(connection)
             return connection
         _check_path(self.path, read_header=not _already_open(self.path))
+        created = not os.path.exists(self.path)
         try:
             connection = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=0
@@ -78,6 +81,12 @@ class Database:
             connection.close()
             raise
         self._file = _register_open(self.path)
+        if created:
+            log.warning(
+                "created a new, empty Conveyor database at %s (a relative sqlite:/// path "
+                "is resolved against the working directory)",
+                self.path,
+            )
         return connection
 
     def _initialize(self, connection: sqlite3.Connection) -> None:

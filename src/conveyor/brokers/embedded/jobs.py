@@ -16,7 +16,7 @@ from typing import Any
 from conveyor.brokers.embedded import browse, dead_letters, queues
 from conveyor.brokers.embedded.rows import Changes, Prepared
 from conveyor.brokers.embedded.topology import Topology
-from conveyor.brokers.results import JobStart
+from conveyor.brokers.results import JobStart, check_same_request
 from conveyor.brokers.types import (
     DeadLetterReason,
     JobRecord,
@@ -30,7 +30,7 @@ from conveyor.errors import JobNotFound
 _JOB_COLUMNS = (
     "id, task, queue, status, attempts, created_at_ms, updated_at_ms, scheduled_for_ms,"
     " first_attempt_at_ms, last_attempt_at_ms, result, error, progress, idempotency_key,"
-    " message_rowid"
+    " message_rowid, request_digest"
 )
 _PENDING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING)
 _ACKED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
@@ -48,6 +48,7 @@ def submit(
     for submission, prepared in submissions:
         existing = _existing(connection, submission, now_ms)
         if existing is not None:
+            check_same_request(submission, existing)
             records.append(existing)
             continue
         queues.store(
@@ -105,8 +106,8 @@ def _insert(
     key = submission.idempotency_key
     connection.execute(
         "INSERT INTO jobs (id, task, queue, status, idempotency_key, created_at_ms,"
-        " updated_at_ms, scheduled_for_ms, message_rowid, result_ttl_ms)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " updated_at_ms, scheduled_for_ms, message_rowid, result_ttl_ms, request_digest)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             job_id,
             submission.task,
@@ -118,6 +119,7 @@ def _insert(
             scheduled_for,
             message_rowid,
             int(submission.result_ttl * 1000),
+            submission.request_digest,
         ),
     )
     return JobRecord(
@@ -130,6 +132,7 @@ def _insert(
         updated_at=now_ms / 1000,
         scheduled_for=None if scheduled_for is None else scheduled_for / 1000,
         idempotency_key=key,
+        request_digest=submission.request_digest,
     )
 
 
@@ -148,13 +151,18 @@ def get(connection: sqlite3.Connection, job_id: str, now_ms: int) -> JobRecord:
 
 
 def _record(connection: sqlite3.Connection, row: Sequence[Any], now_ms: int) -> JobRecord:
-    status = JobStatus(row[3])
+    """A job as its row and its message say: a pending job's message tells whether an
+    attempt runs (leased, and which attempt) or when the next one is due."""
+    status, attempts, scheduled_for_ms = JobStatus(row[3]), row[4], row[7]
     if status in _PENDING and row[14] is not None:
         message = connection.execute(
-            "SELECT leased, available_at_ms FROM messages WHERE id = ?", (row[14],)
+            "SELECT leased, available_at_ms, delivery_count FROM messages WHERE id = ?",
+            (row[14],),
         ).fetchone()
-        if message is not None and message[1] > now_ms:
-            status = JobStatus.RUNNING if message[0] else status
+        if message is not None and message[1] > now_ms and message[0]:
+            status, attempts = JobStatus.RUNNING, max(attempts, message[2])
+        elif message is not None and message[1] > now_ms:
+            scheduled_for_ms = message[1]
         elif message is not None:
             status = JobStatus.QUEUED
     return JobRecord(
@@ -162,16 +170,17 @@ def _record(connection: sqlite3.Connection, row: Sequence[Any], now_ms: int) -> 
         task=row[1],
         queue=row[2],
         status=status,
-        attempts=row[4],
+        attempts=attempts,
         created_at=row[5] / 1000,
         updated_at=row[6] / 1000,
-        scheduled_for=_seconds(row[7]),
+        scheduled_for=_seconds(scheduled_for_ms),
         first_attempt_at=_seconds(row[8]),
         last_attempt_at=_seconds(row[9]),
         result=_json(row[10]),
         error=_json(row[11]),
         progress=_json(row[12]),
         idempotency_key=row[13],
+        request_digest=row[15],
     )
 
 

@@ -3,6 +3,7 @@
 ```
 task, queue, status, attempts, created_at, updated_at, result_ttl     always
 scheduled_for, first_attempt_at, last_attempt_at, idempotency_key    when known
+request_digest                                                       with a key
 result, error, progress                                              JSON, when set
 ```
 """
@@ -46,6 +47,7 @@ def record(job_id: str, fields: Mapping[str, str]) -> JobRecord:
         error=_json(fields.get("error")),
         progress=_json(fields.get("progress")),
         idempotency_key=fields.get("idempotency_key"),
+        request_digest=fields.get("request_digest"),
     )
 
 

@@ -144,6 +144,7 @@ class RedisResultStore(ResultStore):
                 str(int(submission.idempotency_window * 1000)),
                 repr(float(submission.result_ttl)),
                 self.keys.job_prefix,
+                submission.request_digest or "",
             ],
         )
 
@@ -221,16 +222,16 @@ class RedisResultStore(ResultStore):
             return
         now = time.time()
         calls = [
-            self._outcomes(batch, stamp(now))
-            for batch in scripts.batches(settlements, _SCRIPT_BATCH)
+            self._outcomes(batch, now) for batch in scripts.batches(settlements, _SCRIPT_BATCH)
         ]
         calls.append(self._sweep(now, _SWEEP_LIMIT + len(settlements)))
         await self._run(calls)
 
-    def _outcomes(self, settlements: Sequence[Settlement], now: str) -> Call:
+    def _outcomes(self, settlements: Sequence[Settlement], now: float) -> Call:
         outcomes = []
         for settlement in settlements:
             status, result, error = settlement.status, settlement.result, settlement.error
+            retrying = status is JobStatus.RETRYING
             outcomes.append(
                 [
                     settlement.delivery.message.id,
@@ -240,12 +241,13 @@ class RedisResultStore(ResultStore):
                     "" if error is None else dumps(error),
                     stamp(settlement.started_at),
                     "1" if status.finished else "0",
+                    stamp(now + settlement.retry_delay) if retrying else "",
                 ]
             )
         return Call(
             scripts.OUTCOME,
             [self.keys.jobs, self.keys.expiring],
-            [now, self.keys.prefix, _packed(outcomes)],
+            [stamp(now), self.keys.prefix, _packed(outcomes)],
         )
 
     def _sweep(self, now: float, limit: int, gone: Sequence[str] = ()) -> Call:
@@ -388,6 +390,7 @@ def _created(submission: JobSubmission, now: float) -> JobRecord:
         updated_at=float(stamp(now)),
         scheduled_for=float(stamp(now + submission.delay)) if delayed else None,
         idempotency_key=submission.idempotency_key,
+        request_digest=submission.request_digest,
     )
 
 

@@ -3,7 +3,7 @@
 -- longer ago than that.
 -- KEYS: job hash, index zset, [idempotency key]
 -- ARGV: id, task, queue, status, now, scheduled_for, idempotency_key, window_ms,
---       result_ttl, job key prefix
+--       result_ttl, job key prefix, request digest (or '')
 -- Returns nil when created, else {existing id, existing record as HGETALL}.
 local job, index, idem = KEYS[1], KEYS[2], KEYS[3]
 local id, now, key, window = ARGV[1], ARGV[5], ARGV[7], tonumber(ARGV[8])
@@ -30,6 +30,9 @@ if ARGV[6] ~= '' then
 end
 if key ~= '' then
     redis.call('HSET', job, 'idempotency_key', key)
+end
+if ARGV[11] ~= '' then
+    redis.call('HSET', job, 'request_digest', ARGV[11])
 end
 redis.call('ZADD', index, now, id)
 return false

@@ -3,7 +3,7 @@
 -- kept until it finishes. A record that expired or was discarded stays gone.
 -- KEYS: index zset, expiring zset
 -- ARGV: now, key prefix, then a JSON array with per outcome [id, status, attempts,
---       result, error, started_at, finished (1/0)]
+--       result, error, started_at, finished (1/0), when the retry is due or '']
 -- An empty result or error means none (JSON text is never empty).
 -- Returns, per outcome, 1 if stored and 0 if its record was gone.
 local index, expiring, now, prefix = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
@@ -18,6 +18,9 @@ for n, outcome in ipairs(cjson.decode(ARGV[3])) do
         redis.call('HSET', job, 'status', status, 'attempts', outcome[3],
             'last_attempt_at', started, 'updated_at', now)
         redis.call('HSETNX', job, 'first_attempt_at', started)
+        if outcome[8] ~= '' then
+            redis.call('HSET', job, 'scheduled_for', outcome[8])
+        end
         for i, field in ipairs({'result', 'error'}) do
             local value = outcome[3 + i]
             if value == '' then
