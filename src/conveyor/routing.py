@@ -39,7 +39,7 @@ def matching_queues(
     if exchange_type is ExchangeType.DIRECT:
         return {route.queue for route in routes if route.routing_key == routing_key}
     if exchange_type is ExchangeType.TOPIC:
-        words = tuple(routing_key.split("."))
+        words = _words(routing_key)
         return {route.queue for route in routes if _topic_pattern(route.routing_key).matches(words)}
     return {route.queue for route in routes if headers_match(route.arguments or {}, headers)}
 
@@ -48,9 +48,14 @@ def topic_matches(pattern: str, routing_key: str) -> bool:
     """True if a topic binding pattern matches a routing key.
 
     Both are dot-separated words; in the pattern ``*`` stands for exactly one word and
-    ``#`` for zero or more words (``a.#`` matches ``a``, ``a.b`` and ``a.b.c``).
+    ``#`` for zero or more words (``a.#`` matches ``a``, ``a.b`` and ``a.b.c``). The empty
+    key has no words, as in RabbitMQ: ``#`` matches it and ``*`` does not.
     """
-    return _topic_pattern(pattern).matches(tuple(routing_key.split(".")))
+    return _topic_pattern(pattern).matches(_words(routing_key))
+
+
+def _words(key: str) -> tuple[str, ...]:
+    return tuple(key.split(".")) if key else ()
 
 
 def check_topic_pattern(pattern: str) -> str:
@@ -67,7 +72,7 @@ class _TopicPattern:
     __slots__ = ("_exact", "_words")
 
     def __init__(self, pattern: str) -> None:
-        self._words = tuple(pattern.split("."))
+        self._words = _words(pattern)
         self._exact = "*" not in self._words and "#" not in self._words
 
     def matches(self, key: tuple[str, ...]) -> bool:
@@ -92,21 +97,65 @@ def _topic_pattern(pattern: str) -> _TopicPattern:
     return _TopicPattern(pattern)
 
 
+_MATCH_MODES = ("all", "any", "all-with-x", "any-with-x")
+
+
 def headers_match(arguments: Mapping[str, Any], headers: Mapping[str, Any]) -> bool:
     """RabbitMQ's headers exchange rule for one binding.
 
-    ``x-match`` is ``all`` (default: every binding argument equals the header of that name)
-    or ``any`` (at least one does). Arguments whose names start with ``x-`` are not compared.
+    ``x-match`` is ``all`` (default: every binding argument matches the header of that
+    name) or ``any`` (at least one does; so ``any`` with no arguments matches nothing).
+    Arguments named ``x-...`` are left out, except under ``all-with-x`` and ``any-with-x``.
+    An argument without a value (None, AMQP's void) asks only that the header be there; any
+    other is equal as AMQP compares: same type class (integers of any width, floats,
+    booleans, strings...) and same value, so ``1`` matches neither ``True`` nor ``1.0``.
     """
     mode = arguments.get("x-match", "all")
-    pairs = [(name, value) for name, value in arguments.items() if not name.startswith("x-")]
-    if mode == "any":
-        return any(name in headers and headers[name] == value for name, value in pairs)
-    return all(name in headers and headers[name] == value for name, value in pairs)
+    with_x = mode.endswith("-with-x")
+    hits = (
+        name in headers and (value is None or amqp_equal(value, headers[name]))
+        for name, value in arguments.items()
+        if name != "x-match" and (with_x or not name.startswith("x-"))
+    )
+    return any(hits) if mode.startswith("any") else all(hits)
+
+
+def amqp_equal(left: Any, right: Any) -> bool:
+    """Equal as AMQP field values: Python's equality, but only within one type class."""
+    if _type_class(left) != _type_class(right):
+        return False
+    if isinstance(left, list | tuple):
+        return len(left) == len(right) and all(map(amqp_equal, left, right))
+    if isinstance(left, Mapping):
+        return left.keys() == right.keys() and all(amqp_equal(left[k], right[k]) for k in left)
+    if isinstance(left, str | bytes):
+        return _as_bytes(left) == _as_bytes(right)
+    return bool(left == right)
+
+
+_TYPE_CLASSES: tuple[tuple[str, Any], ...] = (
+    ("bool", bool),  # before int: a bool is an int to Python, not to AMQP
+    ("int", int),
+    ("float", float),
+    ("string", str | bytes),
+    ("array", list | tuple),
+    ("table", Mapping),
+)
+
+
+def _type_class(value: Any) -> str:
+    for name, kind in _TYPE_CLASSES:
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
 
 
 def check_headers_arguments(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
     mode = arguments.get("x-match", "all")
-    if mode not in ("all", "any"):
-        raise ConfigError(f"x-match must be 'all' or 'any', not {mode!r}")
+    if mode not in _MATCH_MODES:
+        raise ConfigError(f"x-match must be one of {', '.join(_MATCH_MODES)}, not {mode!r}")
     return arguments

@@ -154,6 +154,22 @@ async def test_topic_message_matching_several_bindings_of_a_queue_arrives_once(
     assert await receive_bodies(broker, queue) == [b"a.b"]
 
 
+@pytest.mark.needs(*EXCHANGES)
+async def test_topic_empty_routing_key_has_no_words(broker: Broker, name: str) -> None:
+    ex, star, hash_, empty = name, f"{name}.star", f"{name}.hash", f"{name}.empty"
+    await broker.declare_exchange(ExchangeSpec(ex, ExchangeType.TOPIC))
+    await declare_queues(broker, star, hash_, empty)
+    await broker.bind(Binding(ex, star, routing_key="*"))
+    await broker.bind(Binding(ex, hash_, routing_key="#"))
+    await broker.bind(Binding(ex, empty, routing_key=""))
+
+    assert await publish_keys(broker, ex, "", "a") == [2, 2]
+
+    assert await receive_bodies(broker, star) == [b"a"]
+    assert await receive_bodies(broker, hash_) == [b"", b"a"]
+    assert await receive_bodies(broker, empty) == [b""]
+
+
 # headers
 
 
@@ -195,6 +211,55 @@ async def test_headers_exchange_with_x_match_any_needs_one_header(
 
     assert routed == [1, 1, 0, 0]
     assert await receive_bodies(broker, queue) == [b"0", b"1"]
+
+
+@pytest.mark.needs(*EXCHANGES)
+async def test_headers_exchange_compares_values_by_amqp_type(broker: Broker, name: str) -> None:
+    ex, integer, boolean = name, f"{name}.int", f"{name}.bool"
+    await broker.declare_exchange(ExchangeSpec(ex, ExchangeType.HEADERS))
+    await declare_queues(broker, integer, boolean)
+    await broker.bind(Binding(ex, integer, arguments={"level": 1}))
+    await broker.bind(Binding(ex, boolean, arguments={"level": True}))
+
+    routed = await publish_headers(broker, ex, {"level": 1}, {"level": True}, {"level": 1.0})
+
+    assert routed == [1, 1, 0]
+    assert await receive_bodies(broker, integer) == [b"0"]
+    assert await receive_bodies(broker, boolean) == [b"1"]
+
+
+@pytest.mark.needs(*EXCHANGES)
+async def test_headers_binding_argument_without_a_value_asks_only_for_the_header(
+    broker: Broker, name: str
+) -> None:
+    ex, queue = name, f"{name}.q"
+    await broker.declare_exchange(ExchangeSpec(ex, ExchangeType.HEADERS))
+    await declare_queues(broker, queue)
+    await broker.bind(Binding(ex, queue, arguments={"trace": None}))
+
+    routed = await publish_headers(broker, ex, {"trace": "abc"}, {"trace": 7}, {"other": 1})
+
+    assert routed == [1, 1, 0]
+    assert await receive_bodies(broker, queue) == [b"0", b"1"]
+
+
+@pytest.mark.needs(*EXCHANGES)
+async def test_headers_with_x_modes_compare_x_arguments_and_bare_any_matches_nothing(
+    broker: Broker, name: str
+) -> None:
+    ex, with_x, plain, nothing = name, f"{name}.with-x", f"{name}.plain", f"{name}.nothing"
+    await broker.declare_exchange(ExchangeSpec(ex, ExchangeType.HEADERS))
+    await declare_queues(broker, with_x, plain, nothing)
+    await broker.bind(Binding(ex, with_x, arguments={"x-match": "all-with-x", "x-tenant": "t1"}))
+    await broker.bind(Binding(ex, plain, arguments={"x-match": "all", "x-tenant": "t1"}))
+    await broker.bind(Binding(ex, nothing, arguments={"x-match": "any"}))
+
+    routed = await publish_headers(broker, ex, {"x-tenant": "t1"}, {"x-tenant": "t2"})
+
+    assert routed == [2, 1]
+    assert await receive_bodies(broker, with_x) == [b"0"]
+    assert await receive_bodies(broker, plain) == [b"0", b"1"]
+    assert await receive_bodies(broker, nothing) == []
 
 
 # bindings
@@ -314,6 +379,19 @@ async def test_alternate_exchange_receives_unroutable_messages(broker: Broker, n
 
     assert await receive_bodies(broker, main) == [b"k"]
     assert await receive_bodies(broker, lost) == [b"other"]
+
+
+@pytest.mark.needs(*EXCHANGES)
+async def test_a_missing_alternate_exchange_leaves_a_message_unroutable_not_refused(
+    broker: Broker, name: str
+) -> None:
+    await broker.declare_exchange(
+        ExchangeSpec(name, ExchangeType.DIRECT, alternate_exchange=f"{name}.missing")
+    )
+
+    assert await publish_keys(broker, name, "nowhere") == [0]
+    with pytest.raises(Unroutable):
+        await broker.publish(Message(b"m", routing_key="nowhere"), exchange=name, mandatory=True)
 
 
 @pytest.mark.needs(*EXCHANGES)

@@ -122,6 +122,42 @@ async def test_expired_message_is_dead_lettered_without_anyone_receiving_from_it
     assert [e["reason"] for e in deaths(dead[0])] == ["expired"]
 
 
+@pytest.mark.needs(Capability.QUEUES, Capability.TTL, Capability.DEAD_LETTER)
+async def test_a_stripped_message_ttl_is_kept_as_original_expiration(
+    broker: Broker, name: str
+) -> None:
+    spec = QueueSpec(name, dead_letter_exchange="", dead_letter_routing_key=f"{name}.dlq")
+    dlq = await declare_with_dead_letter_queue(broker, spec)
+    await broker.publish(Message(b"expiring", routing_key=name, ttl=0.2))
+
+    dead = await broker.receive(dlq, wait=1.5)
+
+    assert len(dead) == 1
+    assert dead[0].message.ttl is None
+    (death,) = deaths(dead[0])
+    assert (death["reason"], death["original-expiration"]) == ("expired", "200")
+
+
+@pytest.mark.needs(Capability.QUEUES, Capability.TTL, Capability.DEAD_LETTER)
+async def test_a_queue_whose_dead_letter_exchange_is_missing_drops_and_stops_no_other_queue(
+    broker: Broker, name: str
+) -> None:
+    other = f"{name}.other"
+    await broker.declare_queue(QueueSpec(other))
+    await broker.declare_queue(QueueSpec(name, dead_letter_exchange=f"{name}.missing"))
+    await publish_bodies(broker, name, b"rejected")
+    await publish_bodies(broker, other, b"fine")
+    (delivery,) = await broker.receive(name)
+    await broker.reject(delivery)  # its dead letter has nowhere to go: dropped
+    await broker.publish(Message(b"expires", routing_key=name, ttl=0.1))
+
+    await asyncio.sleep(0.4)  # expired, with the same nowhere to go
+
+    assert await broker.get(name) is None
+    assert (await broker.queue_stats(other)).at_least == 1
+    assert await receive_bodies(broker, other) == [b"fine"]
+
+
 # max_length and max_bytes
 
 
@@ -201,6 +237,18 @@ async def test_max_bytes_with_drop_head_drops_the_oldest_message(broker: Broker,
 
     assert ((await broker.queue_stats(name)).bytes or 0) <= 10
     assert await receive_bodies(broker, name) == [b"bbbb", b"cccc"]
+
+
+@pytest.mark.needs(Capability.QUEUES, Capability.MAX_LENGTH)
+async def test_max_bytes_counts_message_bodies_only(broker: Broker, name: str) -> None:
+    await broker.declare_queue(QueueSpec(name, max_bytes=10))
+    headers = {"trace": "x" * 200}
+
+    for body in (b"aaaa", b"bbbb"):
+        await broker.publish(Message(body, routing_key=name, headers=headers))
+
+    assert (await broker.queue_stats(name)).at_least == 2
+    assert await receive_bodies(broker, name) == [b"aaaa", b"bbbb"]
 
 
 @pytest.mark.needs(Capability.QUEUES, Capability.MAX_LENGTH, Capability.ATOMIC_BATCH_PUBLISH)

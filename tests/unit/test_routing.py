@@ -38,9 +38,14 @@ def recursive_topic_match(pattern: list[str], key: list[str]) -> bool:
     return (head in ("*", key[0])) and recursive_topic_match(rest, key[1:])
 
 
+def words_of(key: str) -> list[str]:
+    """RabbitMQ's split: the empty key has no words; "a." has two."""
+    return key.split(".") if key else []
+
+
 @given(patterns, keys)
 def test_topic_matching_agrees_with_the_recursive_definition(pattern: str, key: str) -> None:
-    expected = recursive_topic_match(pattern.split("."), key.split("."))
+    expected = recursive_topic_match(words_of(pattern), words_of(key))
     assert topic_matches(pattern, key) is expected
 
 
@@ -60,6 +65,12 @@ def test_topic_matching_agrees_with_the_recursive_definition(pattern: str, key: 
         ("a.#.c", "a.x.y", False),
         ("order.created", "order.created", True),
         ("order.created", "order.deleted", False),
+        ("*", "", False),
+        ("#", "", True),
+        ("", "", True),
+        ("*", "a", True),
+        ("", "a", False),
+        ("a.*", "a.", True),
     ],
 )
 def test_topic_examples(pattern: str, key: str, expected: bool) -> None:
@@ -72,17 +83,37 @@ def test_topic_pattern_with_wildcard_inside_a_word_is_refused() -> None:
     assert check_topic_pattern("a.*.#") == "a.*.#"
 
 
-header_values = st.one_of(st.integers(0, 3), st.sampled_from(["x", "y"]))
-header_maps = st.dictionaries(st.sampled_from(["k1", "k2", "k3"]), header_values, max_size=3)
+header_values = st.one_of(
+    st.integers(0, 2), st.booleans(), st.sampled_from([0.0, 1.0, "x", "y", b"x"]), st.none()
+)
+header_maps = st.dictionaries(st.sampled_from(["k1", "k2", "x-k3"]), header_values, max_size=3)
+
+
+def typed(value: Any) -> tuple[str, Any]:
+    """A value as AMQP's type class and value: how RabbitMQ compares field values."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int):
+        return ("int", value)
+    if isinstance(value, float):
+        return ("float", value)
+    if isinstance(value, bytes):
+        return ("string", value.decode())
+    return (type(value).__name__, value)
 
 
 def reference_headers_match(arguments: dict[str, Any], headers: dict[str, Any]) -> bool:
-    pairs = {k: v for k, v in arguments.items() if not k.startswith("x-")}
-    hits = [k in headers and headers[k] == v for k, v in pairs.items()]
-    return any(hits) if arguments.get("x-match") == "any" else all(hits)
+    mode = arguments.get("x-match", "all")
+    pairs = {
+        k: v
+        for k, v in arguments.items()
+        if k != "x-match" and (mode.endswith("-with-x") or not k.startswith("x-"))
+    }
+    hits = [k in headers and (v is None or typed(headers[k]) == typed(v)) for k, v in pairs.items()]
+    return any(hits) if mode.startswith("any") else all(hits)
 
 
-@given(header_maps, header_maps, st.sampled_from([None, "all", "any"]))
+@given(header_maps, header_maps, st.sampled_from([None, "all", "any", "all-with-x", "any-with-x"]))
 def test_headers_matching_agrees_with_the_reference(
     arguments: dict[str, Any], headers: dict[str, Any], mode: str | None
 ) -> None:
@@ -97,8 +128,22 @@ def test_headers_examples() -> None:
     assert headers_match({"x-match": "any", "a": 1, "b": 2}, {"b": 2})
     assert not headers_match({"x-match": "any", "a": 1}, {"a": 2})
     assert headers_match({}, {"anything": True})
+    assert not headers_match({"x-match": "any"}, {"anything": True})
+    assert not headers_match({"a": 1}, {"a": True})
+    assert not headers_match({"a": True}, {"a": 1})
+    assert not headers_match({"a": 1}, {"a": 1.0})
+    assert headers_match({"a": "x"}, {"a": b"x"})
+    assert headers_match({"a": None}, {"a": "any value"})
+    assert not headers_match({"a": None}, {"b": 1})
+    assert headers_match({"a": [1, "x"]}, {"a": [1, "x"]})
+    assert not headers_match({"a": [1]}, {"a": [True]})
+    assert headers_match({"x-match": "all", "x-tenant": "t1"}, {"x-tenant": "t2"})
+    assert not headers_match({"x-match": "all-with-x", "x-tenant": "t1"}, {"x-tenant": "t2"})
+    assert headers_match({"x-match": "any-with-x", "x-tenant": "t1"}, {"x-tenant": "t1"})
+    assert not headers_match({"x-match": "any", "x-tenant": "t1"}, {"x-tenant": "t1"})
     with pytest.raises(ConfigError, match="x-match"):
         check_headers_arguments({"x-match": "some"})
+    assert check_headers_arguments({"x-match": "any-with-x"}) == {"x-match": "any-with-x"}
 
 
 def test_exchange_types_pick_their_queues() -> None:

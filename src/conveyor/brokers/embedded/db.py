@@ -82,11 +82,7 @@ class Database:
             raise
         self._file = _register_open(self.path)
         if created:
-            log.warning(
-                "created a new, empty Conveyor database at %s (a relative sqlite:/// path "
-                "is resolved against the working directory)",
-                self.path,
-            )
+            log.warning("created a new, empty Conveyor database at %s", self.path)
         return connection
 
     def _initialize(self, connection: sqlite3.Connection) -> None:

@@ -73,7 +73,9 @@ def dead_letter(
     changes: Changes,
     extra_headers: Mapping[str, Any] | None = None,
 ) -> None:
-    """Move rows out of ``queue`` to its dead-letter exchange (or drop them if it has none).
+    """Move rows out of ``queue`` to its dead-letter exchange, or drop them if it has none
+    or it names an exchange that does not exist (as RabbitMQ does: one queue's dead-letter
+    setting must never stop another queue).
 
     Each message keeps its id and body and gains an ``x-death`` entry saying where it died
     and why. Messages that would route back into the queue they left are dropped, so a
@@ -87,8 +89,8 @@ def dead_letter(
     hold(connection, queue, -len(rows), -sum(row[3] for row in rows))
     if spec.dead_letter_exchange is not None:
         changes.count(queue.id, dead_lettered=len(rows))
-    if spec.dead_letter_exchange is None:
-        return
+    if spec.dead_letter_exchange not in topology.exchanges:
+        return  # none, or not declared: dropped, as RabbitMQ drops them
     for row in rows:
         routing_key = (
             row[6] if spec.dead_letter_routing_key is None else spec.dead_letter_routing_key
@@ -97,7 +99,7 @@ def dead_letter(
         if extra_headers:
             headers.update(extra_headers)
         encoded = encode_headers(headers)
-        size = len(row[11]) + (len(encoded) if encoded else 0)
+        size = len(row[11])
         targets, _ = topology.route(
             spec.dead_letter_exchange, routing_key, headers, mandatory=False
         )
@@ -153,6 +155,8 @@ def _with_death(
         "exchange": row[5],
         "routing-keys": [row[6]],
     }
+    if row[8] is not None:  # the message's own TTL, stripped from the copy as RabbitMQ does
+        entry["original-expiration"] = str(round(row[8] * 1000))
     for index, death in enumerate(deaths):
         if death.get("queue") == queue and death.get("reason") == reason.value:
             entry["count"] = int(death.get("count", 1)) + 1

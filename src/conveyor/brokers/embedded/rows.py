@@ -93,11 +93,12 @@ def hold(connection: sqlite3.Connection, queue: StoredQueue, count: int, size: i
 
 
 def prepare(message: Message, max_size: int) -> Prepared:
-
+    """The row's parts; its size is the body's, which ``max_bytes`` counts as RabbitMQ's
+    ``x-max-length-bytes`` does, while ``max_size`` bounds body and headers together."""
     headers = encode_headers(message.headers)
-    size = len(message.body) + (len(headers) if headers else 0)
-    if size > max_size:
-        raise MessageTooLarge(size, max_size)
+    size = len(message.body)
+    if (whole := size + (len(headers) if headers else 0)) > max_size:
+        raise MessageTooLarge(whole, max_size)
     return Prepared(message, headers, size)
 
 

@@ -49,12 +49,16 @@ class Topology:
         """The queues a message reaches, following alternate exchanges when none matches.
 
         Returns the queues and, when there are none, the exchange to count as unroutable.
+        An alternate exchange that does not exist is passed over as RabbitMQ does: the
+        message is unroutable, not refused.
         """
         seen: set[str] = set()
         name = exchange
         while name not in seen:
             seen.add(name)
             stored = self.exchanges.get(name)
+            if stored is None and name != exchange:
+                break
             if stored is None:
                 raise ExchangeNotFound(name)
             if stored.spec is None:
