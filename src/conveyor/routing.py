@@ -107,8 +107,8 @@ def headers_match(arguments: Mapping[str, Any], headers: Mapping[str, Any]) -> b
     name) or ``any`` (at least one does; so ``any`` with no arguments matches nothing).
     Arguments named ``x-...`` are left out, except under ``all-with-x`` and ``any-with-x``.
     An argument without a value (None, AMQP's void) asks only that the header be there; any
-    other is equal as AMQP compares: same type class (integers of any width, floats,
-    booleans, strings...) and same value, so ``1`` matches neither ``True`` nor ``1.0``.
+    other is equal as RabbitMQ compares: same type class (numbers, booleans, strings,
+    arrays, tables) and same value, so ``1`` matches ``1.0`` but not ``True``.
     """
     mode = arguments.get("x-match", "all")
     with_x = mode.endswith("-with-x")
@@ -134,9 +134,8 @@ def amqp_equal(left: Any, right: Any) -> bool:
 
 
 _TYPE_CLASSES: tuple[tuple[str, Any], ...] = (
-    ("bool", bool),  # before int: a bool is an int to Python, not to AMQP
-    ("int", int),
-    ("float", float),
+    ("bool", bool),  # before numbers: a bool is an int to Python, not to AMQP
+    ("number", int | float),
     ("string", str | bytes),
     ("array", list | tuple),
     ("table", Mapping),

@@ -11,13 +11,14 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import time
 import typing
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from conveyor import Message, open_broker
+from conveyor import App, Message, open_broker
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -123,12 +124,28 @@ async def wait_one(url: str, queue: str, wait: float, ready_file: Path, report: 
         )
 
 
+async def send_and_die(url: str, count: int) -> None:
+    """Send ``count`` jobs the way a short script does (sync calls, never closing the App),
+    then die by SIGKILL: nothing of the App's own shutdown runs."""
+    app = App(url)
+    task = app.task(name="noop")(_noop)
+    for _ in range(20):
+        task.delay()
+    task.send_many([((), {})] * (count - 20))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _noop() -> None:
+    return None
+
+
 ROLES: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {
     "produce": produce,
     "consume": consume,
     "hold": hold,
     "drain": drain,
     "wait-one": wait_one,
+    "send-and-die": send_and_die,
 }
 
 

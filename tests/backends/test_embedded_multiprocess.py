@@ -117,6 +117,16 @@ def _waiters(path: str) -> int:
     return int(waiting)
 
 
+async def test_lifetime_counters_count_what_a_killed_script_sent(
+    sqlite_url: str, children: Children
+) -> None:
+    sender = await children.start("send-and-die", sqlite_url, "10020")
+    assert await sender.exited() == -signal.SIGKILL, sender.output()
+    async with open_broker(sqlite_url) as broker:
+        stats = await broker.queue_stats("default")
+    assert (stats.ready, stats.published) == (10_020, 10_020)
+
+
 async def test_producer_and_two_consumers_deliver_each_message_exactly_once(
     sqlite_url: str, tmp_path: Path, children: Children
 ) -> None:

@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+from conveyor import __version__
+from conveyor.cli import parser
+
 
 def conveyor(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -56,3 +59,56 @@ def test_debug_after_the_command_shows_the_traceback_too(tmp_path) -> None:
     assert result.returncode == 1
     assert "Traceback" in result.stderr
     assert "there is no database at" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "queues"),
+    [
+        (["--queues", "high", "default", "low"], ["high", "default", "low"]),
+        (["-Q", "high,default"], ["high", "default"]),
+        (["--queues", "high", "-Q", "default,low", "-Q", "a"], ["high", "default", "low", "a"]),
+        ([], []),
+    ],
+)  # fmt: skip
+def test_worker_queues_are_given_as_celery_and_rq_users_give_them(
+    flags: list[str], queues: list[str]
+) -> None:
+    arguments = parser().parse_args(["worker", "tests.app:app", *flags, "-c", "4"])
+    assert arguments.queues == queues
+    assert arguments.concurrency == 4
+
+
+def test_version_prints_the_version() -> None:
+    result = conveyor("--version")
+    assert (result.returncode, result.stdout) == (0, f"conveyor {__version__}\n")
+
+
+def test_an_import_error_inside_the_app_module_names_that_module_and_line(tmp_path) -> None:
+    (tmp_path / "shop_tasks.py").write_text(
+        "from conveyor import App\napp = App('memory://')\nimport sendgrid_client_missing\n"
+    )
+    (tmp_path / "broken_tasks.py").write_text("from conveyor import App\napp = App(\n")
+    missing = conveyor_in(tmp_path, "worker", "shop_tasks:app")
+    assert missing.returncode == 1
+    assert missing.stderr.count("\n") == 1
+    assert "importing 'shop_tasks' failed at " in missing.stderr
+    assert "shop_tasks.py:3: ModuleNotFoundError: No module named 'sendgrid_client_missing'" in (
+        missing.stderr
+    )
+    assert "PYTHONPATH" not in missing.stderr
+    broken = conveyor_in(tmp_path, "worker", "broken_tasks:app")
+    assert "importing 'broken_tasks' failed at " in broken.stderr
+    assert "broken_tasks.py:2: SyntaxError" in broken.stderr
+    absent = conveyor_in(tmp_path, "worker", "no_such_tasks:app")
+    assert "run from the project directory or fix PYTHONPATH" in absent.stderr
+
+
+def conveyor_in(directory, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=directory,
+    )

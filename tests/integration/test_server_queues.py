@@ -168,6 +168,44 @@ async def test_dead_letters_are_listed_and_inspected(app: App) -> None:
     assert error_of(no_queue, 404)["type"] == "QueueNotFound"
 
 
+async def test_a_malformed_dead_letter_header_shows_as_missing_fields_not_a_500(
+    app: App,
+) -> None:
+    (good,) = await dead_jobs(app, 1)
+    broker = await app.abroker()
+    malformed = {
+        "x-failure": "not a table",
+        "x-death": 7,
+        "task": ["not", "text"],
+    }
+    odd = {"x-failure": {"attempts": "two", "failed_at": "yesterday", "task": 5}, "x-death": []}
+    for headers in (malformed, odd):
+        await broker.publish(Message(b"{oops", routing_key="default.dlq", headers=headers))
+    async with serve(app) as client:
+        page = await client.get("/api/queues/default/dead-letters")
+    assert page.status_code == 200
+    items = page.json()["items"]
+    assert items[0]["job_id"] == good
+    assert [(item["task"], item["attempts"], item["failed_at"]) for item in items[1:]] == [
+        (None, None, None),
+        (None, None, None),
+    ]
+
+
+async def test_a_huge_delay_is_a_422_naming_the_field(app: App) -> None:
+    @app.task(name="later")
+    def later() -> None:
+        return None
+
+    async with serve(app) as client:
+        huge = await client.post("/api/jobs", json={"task": "later", "delay": 1e300})
+        published = await client.post(
+            "/api/queues/default/messages", json={"body": "x", "delay": 1e300}
+        )
+    assert error_of(huge, 422)["field"] == "delay"
+    assert error_of(published, 422)["field"] == "delay"
+
+
 async def test_dead_letters_are_replayed_by_id_to_another_queue_then_purged(app: App) -> None:
     ids = await dead_jobs(app, 4)
     broker = await app.abroker()

@@ -17,16 +17,27 @@ from conveyor.routing import ExchangeType, check_headers_arguments, check_topic_
 Seconds = float | timedelta
 
 
+MAX_SECONDS = 100 * 365.25 * 86400
+"""The longest duration any option takes (a century): in milliseconds it still fits the
+64-bit integers stores and protocols keep times in."""
+
+
 def seconds(value: Seconds | None, option: str, *, positive: bool = False) -> float | None:
-    """Normalize a duration option to float seconds, refusing negatives and NaN."""
+    """Normalize a duration option to float seconds, refusing negatives, NaN and durations
+    past ``MAX_SECONDS``."""
     if value is None:
         return None
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN
         raise ConfigError(f"{option} must be a number of seconds or a timedelta, not {value!r}")
     if value < 0 or (positive and value == 0):
         raise ConfigError(f"{option} must be {'> 0' if positive else '>= 0'} seconds, not {value}")
+    if value > MAX_SECONDS:
+        shown = f"{value:g}" if isinstance(value, float) else f"{str(value)[:12]}..."
+        raise ConfigError(
+            f"{option} must be at most {MAX_SECONDS:.0f} seconds (a century), not {shown}"
+        )
     return float(value)
 
 

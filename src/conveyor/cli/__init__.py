@@ -9,12 +9,14 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
 from conveyor.app import App
 from conveyor.cli.common import UsageError
 from conveyor.errors import ConfigError, ConveyorError
+from conveyor.version import __version__
 
 # Each module under conveyor.cli with an ``add_parser(commands)``, in the order of --help.
 COMMANDS = (
@@ -42,14 +44,34 @@ def load_app(spec: str) -> App:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
-        raise ConfigError(
-            f"cannot import {module_name!r} ({error}); run from the project directory or fix "
-            "PYTHONPATH"
-        ) from error
+        if error.name is not None and (module_name + ".").startswith(error.name + "."):
+            raise ConfigError(
+                f"cannot import {module_name!r} ({error}); run from the project directory or "
+                "fix PYTHONPATH"
+            ) from error
+        raise _failed_import(module_name, error) from error
+    except Exception as error:
+        raise _failed_import(module_name, error) from error
     app = getattr(module, attribute, None)
     if not isinstance(app, App):
         raise ConfigError(f"{spec!r} is {type(app).__name__}, not a conveyor App")
     return app
+
+
+def _failed_import(module_name: str, error: BaseException) -> ConfigError:
+    """The module was found, and failed as it ran: say where, not to fix PYTHONPATH."""
+    where = ""
+    if isinstance(error, SyntaxError) and error.filename:
+        where = f" at {error.filename}:{error.lineno}"
+    else:
+        frames = traceback.extract_tb(error.__traceback__)
+        inside = [frame for frame in frames if "importlib" not in frame.filename]
+        if inside:
+            where = f" at {inside[-1].filename}:{inside[-1].lineno}"
+    return ConfigError(
+        f"importing {module_name!r} failed{where}: {type(error).__name__}: {error} "
+        "(--debug shows the traceback)"
+    )
 
 
 class Parser(argparse.ArgumentParser):
@@ -62,6 +84,7 @@ class Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     root = Parser(prog="conveyor", description=__doc__)
     root.add_argument("--debug", action="store_true", help="show tracebacks")
+    root.add_argument("--version", action="version", version=f"conveyor {__version__}")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"conveyor.cli.{name}").add_parser(commands)

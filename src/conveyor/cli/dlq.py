@@ -11,7 +11,14 @@ import json
 from typing import Any
 
 from conveyor.brokers.types import QueueSpec, as_float
-from conveyor.cli.common import Context, add_command, add_group, argument_type, positive_int
+from conveyor.cli.common import (
+    Context,
+    UsageError,
+    add_command,
+    add_group,
+    argument_type,
+    positive_int,
+)
 from conveyor.cli.output import (
     Column,
     Progress,
@@ -34,18 +41,42 @@ def add_parser(commands: Any) -> None:
     dlq = add_group(commands, "dlq", "list, show, replay and purge dead jobs")
     count = argument_type(positive_int)
     listing = add_command(dlq, "list", list_dead, "dead jobs of a task queue, oldest first")
-    listing.add_argument("queue", nargs="?", metavar="QUEUE")
+    _queue_arguments(listing)
     listing.add_argument("--limit", type=count, default=100, metavar="N", help="default 100")
     listing.add_argument("--offset", type=int, default=0, metavar="N", help="skip N")
     show_one = add_command(dlq, "show", show_dead, "one dead job, with its traceback")
-    show_one.add_argument("id", metavar="JOB_ID_OR_MESSAGE_ID")
-    show_one.add_argument("--queue", help="look only in this task queue's dead letters")
+    show_one.add_argument("words", nargs="+", metavar="[QUEUE] JOB_ID")
+    show_one.add_argument("--queue", dest="queue_option", metavar="QUEUE", help=_QUEUE_HELP)
     replay = add_command(dlq, "replay", replay_dead, "send dead jobs back to run again")
-    replay.add_argument("queue", nargs="?", metavar="QUEUE")
+    _queue_arguments(replay)
     replay.add_argument("--to", metavar="QUEUE", help="run them on this queue instead")
-    replay.add_argument("--id", action="append", metavar="ID", help="only these (repeatable)")
+    replay.add_argument(
+        "--id", action="extend", type=_ids, metavar="ID[,ID]", help="only these (repeatable)"
+    )
     purge = add_command(dlq, "purge", purge_dead, "delete a task queue's dead jobs")
-    purge.add_argument("queue", nargs="?", metavar="QUEUE")
+    _queue_arguments(purge)
+
+
+_QUEUE_HELP = "the task queue (default: the App's default queue)"
+
+
+def _queue_arguments(command: Any) -> None:
+    """QUEUE as every dlq command takes it: positional, or ``--queue``."""
+    command.add_argument("queue", nargs="?", metavar="QUEUE", help=_QUEUE_HELP)
+    command.add_argument("--queue", dest="queue_option", metavar="QUEUE", help="the same")
+
+
+def _ids(text: str) -> list[str]:
+    return [part for part in text.split(",") if part]
+
+
+def _queue(ctx: Context) -> str | None:
+    arguments = ctx.arguments
+    given: str | None = getattr(arguments, "queue", None)
+    option: str | None = arguments.queue_option
+    if given and option and given != option:
+        raise UsageError(f"two queues given, {given!r} and {option!r}: give one")
+    return given or option
 
 
 def _is_task_queue(spec: QueueSpec, names: set[str]) -> bool:
@@ -94,7 +125,7 @@ def _error(row: dict[str, Any], limit: int | None = None) -> str:
 
 async def list_dead(ctx: Context) -> int:
     arguments = ctx.arguments
-    queue = await _task_queue(ctx, arguments.queue)
+    queue = await _task_queue(ctx, _queue(ctx))
     dead = await ctx.app.adead_letters(queue, limit=arguments.limit, offset=arguments.offset)
     rows = [_row(d) for d in dead]
     if ctx.json:
@@ -139,12 +170,16 @@ async def _find(ctx: Context, wanted: str, queues: list[str]) -> DeadLetter | No
 
 
 async def show_dead(ctx: Context) -> int:
-    queue = ctx.arguments.queue
+    words = ctx.arguments.words
+    if len(words) > 2:
+        raise UsageError("dlq show takes [QUEUE] JOB_ID")
+    ctx.arguments.queue = words[0] if len(words) == 2 else None
+    job_id, queue = words[-1], _queue(ctx)
     queues = [await _task_queue(ctx, queue)] if queue else await _task_queues(ctx)
-    dead = await _find(ctx, ctx.arguments.id, queues)
+    dead = await _find(ctx, job_id, queues)
     if dead is None:
         where = f"{dead_letter_queue(queue)!r}" if queue else "any task queue's dead letters"
-        raise ConfigError(f"no dead job {ctx.arguments.id!r} in {where}")
+        raise ConfigError(f"no dead job {job_id!r} in {where}")
     row = _row(dead)
     if ctx.json:
         print_json(row)
@@ -183,7 +218,7 @@ async def _waiting_ids(ctx: Context, queue: str) -> list[str]:
 
 async def replay_dead(ctx: Context) -> int:
     arguments = ctx.arguments
-    queue = await _task_queue(ctx, arguments.queue)
+    queue = await _task_queue(ctx, _queue(ctx))
     target = arguments.to or queue
     if arguments.to and arguments.to in {q.name for q in await ctx.broker.list_queues()}:
         await _task_queue(ctx, arguments.to)
@@ -211,7 +246,7 @@ async def replay_dead(ctx: Context) -> int:
 
 
 async def purge_dead(ctx: Context) -> int:
-    queue = await _task_queue(ctx, ctx.arguments.queue)
+    queue = await _task_queue(ctx, _queue(ctx))
     purged = await ctx.app.apurge_dead_letters(queue)
     return ctx.done(
         {"queue": queue, "purged": purged},

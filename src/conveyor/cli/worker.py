@@ -21,12 +21,18 @@ def add_parser(commands: Any) -> None:
     )
     command.add_argument("app", help="the App to serve, as MODULE:ATTRIBUTE")
     command.add_argument(
+        "-Q",
         "--queues",
-        default="",
-        help="comma-separated, in strict priority order (default: every queue of the app's "
-        "tasks, taken in turn)",
+        nargs="+",
+        action=QueueNames,
+        default=[],
+        metavar="QUEUE",
+        help="queues in strict priority order: --queues high default low, -Q high,default, "
+        "or repeated (default: every queue of the app's tasks, taken in turn)",
     )
-    command.add_argument("--concurrency", type=int, default=8, help="jobs at once per process")
+    command.add_argument(
+        "-c", "--concurrency", type=int, default=8, help="jobs at once per process"
+    )
     command.add_argument("--processes", type=int, default=1, help="worker processes")
     command.add_argument("--prefetch", type=int, default=None, help="jobs leased ahead")
     command.add_argument("--grace", type=float, default=30.0, help="seconds to finish on stop")
@@ -62,7 +68,7 @@ def run(arguments: argparse.Namespace) -> int:
 
     logs.configure(arguments.log_level, arguments.log_format)
     app = load_app(arguments.app)
-    queues = tuple(name for name in arguments.queues.split(",") if name)
+    queues = tuple(dict.fromkeys(arguments.queues))
     if arguments.processes < 1 or arguments.concurrency < 1:
         raise ConfigError("--processes and --concurrency must be at least 1")
     options = WorkerOptions(
@@ -81,6 +87,20 @@ def run(arguments: argparse.Namespace) -> int:
         check_interval=arguments.scale_interval,
     )
     return asyncio.run(supervisor.run())
+
+
+class QueueNames(argparse.Action):
+    """Queue names, space- or comma-separated; a repeated flag adds to the list."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        names = [name for value in values for name in value.split(",") if name]
+        setattr(namespace, self.dest, [*getattr(namespace, self.dest, []), *names])
 
 
 def _exit_past_stuck_threads() -> None:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from conveyor.brokers.types import MAX_SECONDS
 from conveyor.codecs import dumps, loads
 from conveyor.errors import DecodeError
 from conveyor.server.errors import ApiError
@@ -18,7 +19,7 @@ T = TypeVar("T")
 
 MAX_PAGE = 1000
 
-Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
 
 
 class _Request(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,28 +58,54 @@ class DeadLetter:
     @classmethod
     def from_queued(cls, queued: QueuedMessage) -> DeadLetter:
         message = queued.message
-        failure: dict[str, Any] = dict(message.headers.get("x-failure") or {})
-        deaths = message.headers.get("x-death") or [{}]
+        failure = _mapping(message.headers.get("x-failure"))
+        deaths = message.headers.get("x-death")
+        death = _mapping(deaths[0] if isinstance(deaths, list) and deaths else None)
         try:
             arguments = loads(message.body)
         except DecodeError:
             arguments = None
         return cls(
             job_id=message.id,
-            task=failure.get("task") or message.headers.get("task"),
-            queue=failure.get("queue") or deaths[0].get("queue", ""),
+            task=_text(failure.get("task") or message.headers.get("task")),
+            queue=str(failure.get("queue") or death.get("queue", "")),
             arguments=arguments,
-            reason=failure.get("reason") or deaths[0].get("reason", "unknown"),
-            error_type=failure.get("error_type"),
-            error_message=failure.get("error_message"),
-            traceback=failure.get("traceback"),
-            attempts=failure.get("attempts"),
-            first_attempt_at=failure.get("first_attempt_at"),
-            last_attempt_at=failure.get("last_attempt_at"),
-            failed_at=failure.get("failed_at"),
-            worker=failure.get("worker"),
+            reason=str(failure.get("reason") or death.get("reason", "unknown")),
+            error_type=_text(failure.get("error_type")),
+            error_message=_text(failure.get("error_message")),
+            traceback=_text(failure.get("traceback")),
+            attempts=_whole(failure.get("attempts")),
+            first_attempt_at=_moment(failure.get("first_attempt_at")),
+            last_attempt_at=_moment(failure.get("last_attempt_at")),
+            failed_at=_moment(failure.get("failed_at")),
+            worker=_text(failure.get("worker")),
             queued=queued,
         )
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """A header that should hold a table. Here and below, a value of the wrong type
+    (another client's malformed header) reads as missing, so that one bad message cannot
+    hide the others."""
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _moment(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        moment = float(value)
+    except OverflowError:
+        return None
+    return moment if math.isfinite(moment) else None
 
 
 async def list_dead_letters(

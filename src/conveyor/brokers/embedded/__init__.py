@@ -7,7 +7,6 @@ database. This class only adapts the Broker interface onto the modules beside it
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import sqlite3
@@ -102,8 +101,6 @@ class EmbeddedBroker(StreamMethods, Broker):
         self._topology: Topology | None = None
         self._notifier = wakeup.Notifier()
         self._maintenance_due_ms = 0
-        self._unflushed: dict[int, list[int]] = {}
-        self._flushed_at = time.monotonic()
 
     def _path(self, url: BrokerURL) -> str | None:
         """The file's absolute path: a relative one is resolved against the working
@@ -135,10 +132,6 @@ class EmbeddedBroker(StreamMethods, Broker):
     async def close(self) -> None:
         await self._stop_retention()
         if self._db is not None:
-            if self._unflushed:
-                self._flushed_at = 0.0
-                with contextlib.suppress(ConveyorError):
-                    await self._write(lambda c, t, _: None)
             self._db.close()
             self._db = None
         self._notifier.close()
@@ -170,40 +163,26 @@ class EmbeddedBroker(StreamMethods, Broker):
         database = self._database()
         while True:
             gone = set(self._notifier.gone)
-            due = self._counters_due()
-            attempt = partial(self._optimistic, work, gone, due, self._topology)
+            attempt = partial(self._optimistic, work, gone, self._topology)
             try:
-                result, waiters, counters = await database.write(attempt)
+                result, waiters = await database.write(attempt)
             except _StaleTopology:
                 self._topology = None
                 continue
             self._notifier.gone -= gone
-            if due:
-                _add_counters(self._unflushed, due, sign=-1)
-                self._flushed_at = time.monotonic()
-            _add_counters(self._unflushed, counters)
             if waiters:
                 self._notifier.notify(waiters)
             return result
-
-    def _counters_due(self) -> dict[int, list[int]]:
-        """Lifetime counters to store now: at most once a second, as RabbitMQ keeps rates."""
-        if not self._unflushed or time.monotonic() - self._flushed_at < 1.0:
-            return {}
-        return {queue_id: list(totals) for queue_id, totals in self._unflushed.items()}
 
     def _optimistic(
         self,
         work: Callable[[sqlite3.Connection, Topology, Changes], T],
         gone: set[str],
-        counters_due: dict[int, list[int]],
         cached: Topology | None,
         connection: sqlite3.Connection,
-    ) -> tuple[T, list[str], dict[int, list[int]]]:
+    ) -> tuple[T, list[str]]:
         if gone:
             wakeup.unregister(connection, gone)
-        if counters_due:
-            rows.flush_counters(connection, counters_due)
         known = cached if cached is not None else self._current(connection)
         changes = Changes()
         try:
@@ -215,7 +194,9 @@ class EmbeddedBroker(StreamMethods, Broker):
         version, waiters = wakeup.version_and_waiters(connection, changes.woken_queue_ids)
         if version != known.version:
             raise _StaleTopology
-        return result, waiters, changes.counters
+        if changes.counters:
+            rows.add_counters(connection, changes.counters)
+        return result, waiters
 
     async def _change_topology(self, work: Callable[[sqlite3.Connection, Topology], T]) -> T:
         """Declarations: run on a freshly read topology, and drop the cache afterwards."""
@@ -248,8 +229,7 @@ class EmbeddedBroker(StreamMethods, Broker):
 
         def read(connection: sqlite3.Connection, known: Topology) -> QueueStats:
             queue = known.queue(name)
-            unflushed = self._unflushed.get(queue.id, (0, 0, 0, 0))
-            return queues.stats(connection, queue, now_ms(), unflushed)
+            return queues.stats(connection, queue, now_ms())
 
         return await self._read(read)
 
@@ -481,17 +461,6 @@ def _delete_unused_queues(now: int, connection: sqlite3.Connection, known: Topol
     for (name,) in names:
         topology.delete_queue(connection, known.queue(name))
     return len(names)
-
-
-def _add_counters(
-    target: dict[int, list[int]], source: dict[int, list[int]], *, sign: int = 1
-) -> None:
-    for queue_id, totals in source.items():
-        current = target.setdefault(queue_id, [0, 0, 0, 0])
-        for index, value in enumerate(totals):
-            current[index] += sign * value
-        if not any(current):
-            del target[queue_id]
 
 
 class MemoryBroker(EmbeddedBroker):

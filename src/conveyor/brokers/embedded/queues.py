@@ -294,7 +294,6 @@ def stats(
     connection: sqlite3.Connection,
     queue: StoredQueue,
     now_ms: int,
-    unflushed: Sequence[int] = (0, 0, 0, 0),
 ) -> QueueStats:
     """Counts by state, read from the delivery-order index (which covers ``size``)."""
     total = held = later = leased = 0
@@ -327,10 +326,10 @@ def stats(
         delayed=later - leased,
         unacked=leased,
         oldest_age=None if oldest_enqueued_ms is None else (now_ms - oldest_enqueued_ms) / 1000,
-        published=published + unflushed[0],
-        delivered=delivered + unflushed[1],
-        acked=acked + unflushed[2],
-        dead_lettered=dead + unflushed[3],
+        published=published,
+        delivered=delivered,
+        acked=acked,
+        dead_lettered=dead,
         bytes=held,
     )
 

@@ -70,7 +70,9 @@ class Changes:
         totals[3] += dead_lettered
 
 
-def flush_counters(connection: sqlite3.Connection, counters: dict[int, list[int]]) -> None:
+def add_counters(connection: sqlite3.Connection, counters: dict[int, list[int]]) -> None:
+    """Lifetime counters, in the transaction that moved the messages: exact whatever
+    becomes of the process afterwards."""
     connection.executemany(
         "UPDATE queues SET published = published + ?, delivered = delivered + ?,"
         " acked = acked + ?, dead_lettered = dead_lettered + ? WHERE id = ?",

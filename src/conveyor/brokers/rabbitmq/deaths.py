@@ -23,7 +23,15 @@ from conveyor.brokers.rabbitmq.delays import is_delay_queue
 
 X_DEATH = "x-death"
 FIRST_DEATH = ("x-first-death-queue", "x-first-death-reason", "x-first-death-exchange")
-_ENTRY_KEYS = ("queue", "reason", "count", "time", "exchange", "routing-keys")
+_ENTRY_KEYS = (
+    "queue",
+    "reason",
+    "count",
+    "time",
+    "exchange",
+    "routing-keys",
+    "original-expiration",
+)
 
 
 @dataclass(frozen=True, slots=True)
