@@ -73,11 +73,14 @@ class Changes:
 def add_counters(connection: sqlite3.Connection, counters: dict[int, list[int]]) -> None:
     """Lifetime counters, in the transaction that moved the messages: exact whatever
     becomes of the process afterwards."""
-    connection.executemany(
-        "UPDATE queues SET published = published + ?, delivered = delivered + ?,"
-        " acked = acked + ?, dead_lettered = dead_lettered + ? WHERE id = ?",
-        [(*totals, queue_id) for queue_id, totals in counters.items()],
-    )
+    for queue_id, totals in counters.items():
+        connection.execute(_ADD_COUNTERS, (*totals, queue_id))
+
+
+_ADD_COUNTERS = (
+    "UPDATE queues SET published = published + ?, delivered = delivered + ?,"
+    " acked = acked + ?, dead_lettered = dead_lettered + ? WHERE id = ?"
+)
 
 
 def hold(connection: sqlite3.Connection, queue: StoredQueue, count: int, size: int) -> None:
