@@ -19,7 +19,14 @@ from conveyor.brokers.base import Broker
 from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.results import ResultStore
 from conveyor.brokers.stream_types import RecordMetadata, TopicConfig, TopicSpec
-from conveyor.brokers.types import JobSubmission, QueueSpec, WorkerInfo, seconds
+from conveyor.brokers.types import (
+    JobPage,
+    JobQuery,
+    JobSubmission,
+    QueueSpec,
+    WorkerInfo,
+    seconds,
+)
 from conveyor.cron import Schedule, parse_schedule
 from conveyor.errors import ConfigError, NotSupported
 from conveyor.events.consumer import OffsetReset, StreamConsumer, open_consumer
@@ -335,6 +342,15 @@ class App:
 
     def job(self, job_id: str) -> Job:
         return Job(self, self.call_states(lambda states: states.results.get_job(job_id)))
+
+    async def ajobs(self, query: JobQuery | None = None, **filters: Any) -> JobPage:
+        """Kept job records, newest update first: ``JobQuery`` fields as keywords
+        (``status``, ``task``, ``queue``, ``since``, ``limit``, ``offset``)."""
+        return await (await self.aresults()).list_jobs(query or JobQuery(**filters))
+
+    def jobs(self, query: JobQuery | None = None, **filters: Any) -> JobPage:
+        chosen = query or JobQuery(**filters)
+        return self.call_states(lambda states: states.results.list_jobs(chosen))
 
     # dead letters
 

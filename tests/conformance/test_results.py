@@ -12,7 +12,7 @@ import pytest
 
 from conveyor import Broker, Capability, Message, QueueSpec
 from conveyor.brokers.results import JobStart
-from conveyor.brokers.types import JobStatus, JobSubmission, Settlement, WorkerInfo
+from conveyor.brokers.types import JobQuery, JobStatus, JobSubmission, Settlement, WorkerInfo
 from conveyor.errors import ConveyorError, IdempotencyConflict, JobNotFound
 from conveyor.tasks.states import JobStates
 
@@ -332,6 +332,44 @@ async def test_a_first_attempt_shows_as_attempt_one_and_a_retry_shows_when_it_is
     waiting = await states.results.get_job(record.id)
     assert (waiting.status, waiting.attempts) == (JobStatus.RETRYING, 1)
     assert waiting.scheduled_for == pytest.approx(failed_at + 30.0, abs=2.0)
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_job_records_are_listed_by_status_task_queue_and_time_newest_first(
+    broker: Broker, states: JobStates, name: str
+) -> None:
+    other = f"{name}-other"
+    await declare_with_dlq(broker, name)
+    await declare_with_dlq(broker, other)
+    mails = [
+        JobSubmission(Message(b"{}", routing_key=name), queue=name, task="mail") for _ in range(3)
+    ]
+    report = JobSubmission(Message(b"{}", routing_key=other), queue=other, task="report")
+    records = await states.submit([*mails, report])
+    ids = [record.id for record in records]
+    deliveries = {d.message.id: d for d in await broker.receive(name, max_messages=3, wait=1)}
+    now = time.time()
+    await states.start([JobStart(job_id, 1, now, "w1") for job_id in ids[:3]])
+    await states.settle([Settlement(deliveries[ids[0]], JobStatus.SUCCEEDED, now, result=1)])
+    await asyncio.sleep(0.01)
+    await states.settle([Settlement(deliveries[ids[1]], JobStatus.DEAD, now, error={"type": "E"})])
+    results = states.results
+
+    everything = await results.list_jobs(JobQuery())
+    assert everything.total == 4
+    assert {record.id for record in everything.items} == set(ids)
+    assert everything.items[0].id == ids[1]  # the last updated first
+    assert [r.id for r in (await results.list_jobs(JobQuery(status=JobStatus.DEAD))).items] == [
+        ids[1]
+    ]
+    running = await results.list_jobs(JobQuery(status=JobStatus.RUNNING))
+    assert [record.id for record in running.items] == [ids[2]]
+    queued = await results.list_jobs(JobQuery(status=JobStatus.QUEUED))
+    assert [record.id for record in queued.items] == [ids[3]]
+    by_task = await results.list_jobs(JobQuery(task="mail", limit=2, offset=1))
+    assert (by_task.total, len(by_task.items)) == (3, 2)
+    assert (await results.list_jobs(JobQuery(queue=other))).total == 1
+    assert (await results.list_jobs(JobQuery(since=time.time() + 60))).total == 0
 
 
 @pytest.mark.needs(*NEEDS)

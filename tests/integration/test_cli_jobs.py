@@ -123,6 +123,25 @@ def test_dlq_commands_work_on_task_queues_only(cli: Cli) -> None:
     assert [q.name for q in cli.broker(lambda b: b.list_queues())] == ["plain"]
 
 
+def test_jobs_list_filters_by_status_task_and_time_and_pages(
+    cli: Cli, jobs: dict[str, list[str]]
+) -> None:
+    table = cli("jobs", "list").table()
+    assert table[0] == ["JOB", "ID", "TASK", "QUEUE", "STATUS", "ATTEMPTS", "UPDATED", "ERROR"]
+    assert {row[0] for row in table[1:]} == {*jobs["dead"], *jobs["good"]}
+    dead = cli("jobs", "list", "--status", "dead", "--json").json()
+    assert dead["total"] == 3
+    assert {item["id"] for item in dead["items"]} == set(jobs["dead"])
+    assert dead["items"][0]["error"]["type"] == "ValueError"
+    assert cli("jobs", "list", "--task", "double", "--json").json()["total"] == 1
+    assert cli("jobs", "list", "--since", "1h", "--json").json()["total"] == 4
+    assert cli("jobs", "list", "--since", "2999-01-01", "--json").json()["total"] == 0
+    paged = cli("jobs", "list", "--limit", "2")
+    assert len(paged.table()) == 3
+    assert "2 of 4 shown; --offset 2 for more" in paged.err
+    assert cli("jobs", "list", "--status", "lost").code == 2
+
+
 def test_jobs_show_and_cancel(cli: Cli, jobs: dict[str, list[str]], task_app: App) -> None:
     (good,) = jobs["good"]
     shown = cli("jobs", "show", good)

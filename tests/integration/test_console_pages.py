@@ -235,6 +235,29 @@ async def test_job_lookup_shows_status_attempts_result_and_error(app: App) -> No
     assert SCRIPT not in unknown
 
 
+async def test_the_jobs_page_lists_recent_jobs_filtered_by_status_and_task(app: App) -> None:
+    register(app)
+    sent = [await app.get_task("mail.send").adelay(f"user{n}@example.com") for n in range(3)]
+    await Worker(app, queues=["mail"], concurrency=1).run_until_idle()
+    dead_id = await dead_letter(app)
+    async with console(app) as client:
+        await logged_in(client)
+        everything = await page(client, "/jobs")
+        dead = await page(client, "/jobs?status=dead")
+        by_task = await page(client, "/jobs?task=mail.send")
+        nonsense = await page(client, f"/jobs?status={SCRIPT}&task={SCRIPT}&offset=x")
+    for job in sent:
+        assert f'href="/jobs?id={job.id}"' in everything
+        assert job.id not in dead
+        assert job.id in by_task
+    assert dead_id in everything
+    assert dead_id in dead
+    assert dead_id not in by_task
+    assert '<option value="dead" selected>' in dead
+    assert "No kept job matches." in nonsense
+    assert SCRIPT not in nonsense
+
+
 async def test_user_controlled_text_is_escaped_everywhere(app: App) -> None:
     register(app)
     job_id = await dead_letter(app)
@@ -269,4 +292,5 @@ async def test_live_panels_leave_the_forms_alone(app: App) -> None:
     assert set(listing.json()["panels"]) == {"dead-letters"}
     assert "to_queue" not in listing.json()["panels"]["dead-letters"]
     assert detail.json()["panels"] == {}
-    assert set(lookup.json()["panels"]) == {"job"}
+    assert set(lookup.json()["panels"]) == {"job", "jobs"}
+    assert "<form" not in lookup.json()["panels"]["jobs"]

@@ -111,6 +111,26 @@ async def test_malformed_requests_are_422_with_the_field(app: App) -> None:
     assert error["message"].startswith("body: not valid JSON: ")
 
 
+async def test_jobs_are_listed_by_status_task_and_time_with_pages(app: App) -> None:
+    register(app)
+    async with serve(app) as client:
+        for address in ("a@x", "b@x"):
+            await client.post("/api/jobs", json={"task": "mail.send", "args": [address]})
+        await client.post("/api/jobs", json={"task": "mail.bounce", "args": ["c@x"]})
+        await Worker(app).run_until_idle()
+        everything = (await client.get("/api/jobs")).json()
+        dead = (await client.get("/api/jobs", params={"status": "dead"})).json()
+        sent = (await client.get("/api/jobs", params={"task": "mail.send", "limit": 1})).json()
+        later = (await client.get("/api/jobs", params={"since": time.time() + 60})).json()
+        wrong = await client.get("/api/jobs", params={"status": "lost"})
+    assert everything["total"] == 3
+    assert {item["status"] for item in everything["items"]} == {"succeeded", "dead"}
+    assert [item["task"] for item in dead["items"]] == ["mail.bounce"]
+    assert (sent["total"], len(sent["items"]), sent["limit"]) == (2, 1, 1)
+    assert later["total"] == 0
+    assert error_of(wrong, 422)["field"] == "status"
+
+
 async def test_a_job_shows_status_result_attempts_progress_and_error(app: App) -> None:
     register(app)
     async with serve(app) as client:

@@ -21,6 +21,8 @@ from typing import ClassVar, Self
 
 from conveyor.brokers.types import (
     DURATION_BUCKETS,
+    JobPage,
+    JobQuery,
     JobRecord,
     JobSubmission,
     Settlement,
@@ -156,6 +158,14 @@ class ResultStore(ABC):
     @abstractmethod
     async def succeeded_keys(self, keys: Sequence[str]) -> set[str]:
         """Which of these idempotency keys belong to a job that already succeeded."""
+
+    @abstractmethod
+    async def list_jobs(self, query: JobQuery) -> JobPage:
+        """Kept job records that match ``query``, newest update first, with the total.
+
+        For people looking at a store (what runs, what failed): it may read every kept
+        record that ``since`` lets through.
+        """
 
     @abstractmethod
     async def job_stats(

@@ -362,6 +362,69 @@ class JobRecord:
     idempotency_key: str | None = None
     request_digest: str | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """The record as the HTTP API and ``--json`` show it."""
+        return {
+            "id": self.id,
+            "task": self.task,
+            "queue": self.queue,
+            "status": self.status.value,
+            "finished": self.status.finished,
+            "attempts": self.attempts,
+            "result": self.result,
+            "error": self.error,
+            "progress": self.progress,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "scheduled_for": self.scheduled_for,
+            "first_attempt_at": self.first_attempt_at,
+            "last_attempt_at": self.last_attempt_at,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobQuery:
+    """Which job records to list: every filter given must hold; newest update first."""
+
+    status: JobStatus | None = None
+    task: str | None = None
+    queue: str | None = None
+    since: float | None = None
+    """Only records updated at or after this (epoch seconds)."""
+    limit: int = 100
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
+            raise ConfigError(f"limit must be a positive integer, not {self.limit!r}")
+        if isinstance(self.offset, bool) or not isinstance(self.offset, int) or self.offset < 0:
+            raise ConfigError(f"offset must be an integer >= 0, not {self.offset!r}")
+
+    def matches(self, record: JobRecord) -> bool:
+        return (
+            (self.status is None or record.status is self.status)
+            and (self.task is None or record.task == self.task)
+            and (self.queue is None or record.queue == self.queue)
+            and (self.since is None or record.updated_at >= self.since)
+        )
+
+    def page(self, records: Sequence[JobRecord]) -> JobPage:
+        """The records that match, newest update first, cut to this query's page."""
+        found = sorted(
+            (record for record in records if self.matches(record)),
+            key=lambda record: (record.updated_at, record.id),
+            reverse=True,
+        )
+        return JobPage(found[self.offset : self.offset + self.limit], len(found))
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    items: list[JobRecord]
+    total: int
+    """How many records match in all, beyond this page too."""
+
 
 @dataclass(slots=True)
 class Settlement:
@@ -408,6 +471,22 @@ class WorkerInfo:
     processed: int = 0
     failed: int = 0
     concurrency: int = 1
+
+    def to_json(self, now: float, lost_after: float = 15.0) -> dict[str, Any]:
+        """The heartbeat as the HTTP API and ``--json`` show it."""
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "queues": list(self.queues),
+            "concurrency": self.concurrency,
+            "running": self.running,
+            "processed": self.processed,
+            "failed": self.failed,
+            "started_at": self.started_at,
+            "heartbeat_at": self.heartbeat_at,
+            "lost": self.lost(now, after=lost_after),
+        }
 
     def lost(self, now: float, *, after: float = 15.0) -> bool:
         """No heartbeat for ``after`` seconds (three missed beats at the default 5 s).

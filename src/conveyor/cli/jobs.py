@@ -1,19 +1,44 @@
-"""``conveyor jobs show|cancel JOB_ID`` and ``conveyor workers``."""
+"""``conveyor jobs list``, ``conveyor jobs show|cancel JOB_ID`` and ``conveyor workers``.
+
+``--json`` prints what the HTTP API answers (``GET /api/jobs``, ``/api/jobs/{id}``,
+``/api/workers``), so a script can switch between them."""
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import json
+import sys
 import time
 from typing import Any
 
-from conveyor.cli.common import Context, add_command, add_group
+from conveyor.brokers.types import JobQuery, JobStatus
+from conveyor.cli.common import (
+    Context,
+    add_command,
+    add_group,
+    argument_type,
+    parse_datetime,
+    parse_duration,
+    positive_int,
+)
 from conveyor.cli.output import Column, ago, fields, number, print_json, show, text, when
-from conveyor.errors import JobError
+from conveyor.errors import ConfigError, JobError
 
 
 def add_parser(commands: Any) -> None:
-    jobs = add_group(commands, "jobs", "inspect and cancel jobs")
+    jobs = add_group(commands, "jobs", "list, inspect and cancel jobs")
+    listing = add_command(jobs, "list", list_jobs, "jobs by status, task, queue and time")
+    listing.add_argument("--status", type=_status, metavar="STATUS", help=", ".join(_STATUSES))
+    listing.add_argument("--task", help="only this task's jobs")
+    listing.add_argument("--queue", help="only jobs of this queue")
+    listing.add_argument(
+        "--since",
+        type=argument_type(_since),
+        metavar="WHEN",
+        help="only jobs updated since: a duration ago (30m, 2h) or an ISO date-time",
+    )
+    listing.add_argument("--limit", type=argument_type(positive_int), default=50, metavar="N")
+    listing.add_argument("--offset", type=int, default=0, metavar="N", help="skip N")
     add_command(jobs, "show", show_job, "a job's status, attempts, result and error").add_argument(
         "job_id"
     )
@@ -30,6 +55,68 @@ def add_parser(commands: Any) -> None:
     )
 
 
+_STATUSES = tuple(status.value for status in JobStatus)
+
+
+def _status(text: str) -> JobStatus:
+    try:
+        return JobStatus(text.lower())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a status; one of {', '.join(_STATUSES)}"
+        ) from None
+
+
+def _since(text: str) -> float:
+    """``30m`` ago, or an ISO date-time."""
+    try:
+        return time.time() - parse_duration(text)
+    except ConfigError:
+        return parse_datetime(text)
+
+
+async def list_jobs(ctx: Context) -> int:
+    arguments = ctx.arguments
+    query = JobQuery(
+        arguments.status,
+        arguments.task,
+        arguments.queue,
+        arguments.since,
+        arguments.limit,
+        arguments.offset,
+    )
+    found = await (await ctx.results()).list_jobs(query)
+    rows = [record.to_json() for record in found.items]
+    if ctx.json:
+        print_json(
+            {"items": rows, "total": found.total, "limit": query.limit, "offset": query.offset}
+        )
+        return 0
+    now = time.time()
+    for row, record in zip(rows, found.items, strict=True):
+        error = record.error or {}
+        row["error"] = f"{error.get('type', '')}: {error.get('message', '')}" if error else ""
+    show(
+        False,
+        rows,
+        [
+            Column("job id", "id"),
+            Column("task", "task"),
+            Column("queue", "queue"),
+            Column("status", "status"),
+            number("attempts", "attempts"),
+            Column("updated", "updated_at", lambda t: ago(t, now)),
+            Column("error", "error"),
+        ],
+    )
+    if found.total > query.offset + len(rows):
+        print(
+            f"{len(rows)} of {found.total} shown; --offset {query.offset + len(rows)} for more",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _json_text(value: Any) -> str:
     return "-" if value is None else json.dumps(value, indent=2)
 
@@ -37,7 +124,7 @@ def _json_text(value: Any) -> str:
 async def show_job(ctx: Context) -> int:
     record = await (await ctx.results()).get_job(ctx.arguments.job_id)
     if ctx.json:
-        print_json(dataclasses.asdict(record))
+        print_json(record.to_json())
         return 0
     error = dict(record.error or {})
     failure = f"{error.get('type', '')}: {error.get('message', '')}" if error else "-"
@@ -79,22 +166,8 @@ async def cancel_job(ctx: Context) -> int:
 
 async def list_workers(ctx: Context) -> int:
     now = time.time()
-    rows = [
-        {
-            "id": w.id,
-            "host": w.host,
-            "pid": w.pid,
-            "queues": list(w.queues),
-            "concurrency": w.concurrency,
-            "running": w.running,
-            "processed": w.processed,
-            "failed": w.failed,
-            "started_at": w.started_at,
-            "heartbeat_at": w.heartbeat_at,
-            "lost": w.lost(now, after=ctx.arguments.lost_after),
-        }
-        for w in await (await ctx.results()).list_workers()
-    ]
+    workers = await (await ctx.results()).list_workers()
+    rows = [worker.to_json(now, ctx.arguments.lost_after) for worker in workers]
     show(
         ctx.json,
         rows,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 
-from conveyor.brokers.types import JobRecord, WorkerInfo
+from conveyor.brokers.types import JobQuery, JobStatus
 from conveyor.server.errors import ApiError
 from conveyor.server.schemas import EnqueueRequest, PageQuery
 from conveyor.server.state import ServerState, get_state
@@ -30,42 +30,6 @@ def task_json(task: Task[Any, Any], periodic: bool) -> dict[str, Any]:
         "rate_limit": None if rate is None else {"count": rate.count, "period": rate.period},
         "result_ttl": options.result_ttl,
         "periodic": periodic,
-    }
-
-
-def job_json(record: JobRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "task": record.task,
-        "queue": record.queue,
-        "status": record.status.value,
-        "finished": record.status.finished,
-        "attempts": record.attempts,
-        "result": record.result,
-        "error": record.error,
-        "progress": record.progress,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        "scheduled_for": record.scheduled_for,
-        "first_attempt_at": record.first_attempt_at,
-        "last_attempt_at": record.last_attempt_at,
-        "idempotency_key": record.idempotency_key,
-    }
-
-
-def worker_json(worker: WorkerInfo, now: float, lost_after: float) -> dict[str, Any]:
-    return {
-        "id": worker.id,
-        "host": worker.host,
-        "pid": worker.pid,
-        "queues": list(worker.queues),
-        "concurrency": worker.concurrency,
-        "running": worker.running,
-        "processed": worker.processed,
-        "failed": worker.failed,
-        "started_at": worker.started_at,
-        "heartbeat_at": worker.heartbeat_at,
-        "lost": worker.lost(now, after=lost_after),
     }
 
 
@@ -98,12 +62,28 @@ async def enqueue(request: EnqueueRequest, state: State, response: Response) -> 
     job = await state.app.asend_task(request.task, request.args, request.kwargs, **options)
     state.cache.clear()
     response.headers["Location"] = f"/api/jobs/{job.id}"
-    return job_json(job.record)
+    return job.record.to_json()
+
+
+@router.get("/jobs", summary="Jobs by status, task, queue and time, newest update first")
+async def list_jobs(
+    state: State,
+    paging: PageQuery,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
+    task: Annotated[str | None, Query(description="Only this task's jobs.")] = None,
+    queue: Annotated[str | None, Query(description="Only jobs of this queue.")] = None,
+    since: Annotated[
+        float | None, Query(ge=0, description="Only jobs updated since (epoch seconds).")
+    ] = None,
+) -> dict[str, Any]:
+    query = JobQuery(status, task, queue, since, paging.limit, paging.offset)
+    found = await state.app.ajobs(query)
+    return paging.page([record.to_json() for record in found.items], found.total)
 
 
 @router.get("/jobs/{job_id}", summary="A job's status, result, error and progress")
 async def get_job(job_id: str, state: State) -> dict[str, Any]:
-    return job_json((await state.app.ajob(job_id)).record)
+    return (await state.app.ajob(job_id)).record.to_json()
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a job that has not started")
@@ -112,12 +92,12 @@ async def cancel_job(job_id: str, state: State) -> dict[str, Any]:
     job = await state.app.ajob(job_id)
     cancelled = await job.acancel()
     state.cache.clear()
-    return {"cancelled": cancelled, "job": job_json(job.record)}
+    return {"cancelled": cancelled, "job": job.record.to_json()}
 
 
 @router.get("/workers", summary="Workers that have reported in; lost ones stopped heartbeating")
 async def list_workers(state: State, paging: PageQuery) -> dict[str, Any]:
     workers = await state.app.aworkers()
     now, after = time.time(), state.settings.worker_lost_after
-    items = [worker_json(worker, now, after) for worker in paging.slice(workers)]
+    items = [worker.to_json(now, after) for worker in paging.slice(workers)]
     return paging.page(items, len(workers))

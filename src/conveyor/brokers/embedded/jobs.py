@@ -19,6 +19,8 @@ from conveyor.brokers.embedded.topology import Topology
 from conveyor.brokers.results import JobStart, check_same_request
 from conveyor.brokers.types import (
     DeadLetterReason,
+    JobPage,
+    JobQuery,
     JobRecord,
     JobStatus,
     JobSubmission,
@@ -148,6 +150,47 @@ def get(connection: sqlite3.Connection, job_id: str, now_ms: int) -> JobRecord:
     if row is None:
         raise JobNotFound(job_id)
     return _record(connection, row, now_ms)
+
+
+_LIVE = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING, JobStatus.RUNNING}
+
+
+def listing(connection: sqlite3.Connection, query: JobQuery, now_ms: int) -> JobPage:
+    """Kept records by ``query``, newest update first (a scan: no index is kept on the
+    update time, which every settlement would have to move).
+
+    A finished status is filtered in SQL; a live one (queued, scheduled, retrying,
+    running) is read off each pending job's message, so those rows are read and filtered
+    here, as ``get`` would report them.
+    """
+    where = ["(expires_at_ms IS NULL OR expires_at_ms > ?)"]
+    parameters: list[Any] = [now_ms]
+    for column, value in (("task", query.task), ("queue", query.queue)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            parameters.append(value)
+    if query.since is not None:
+        where.append("updated_at_ms >= ?")
+        parameters.append(int(query.since * 1000))
+    live = query.status in _LIVE
+    if query.status is not None:
+        statuses = [s.value for s in _PENDING] if live else [query.status.value]
+        where.append(f"status IN ({', '.join('?' * len(statuses))})")
+        parameters += statuses
+    condition = " AND ".join(where)
+    select = (
+        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {condition} ORDER BY updated_at_ms DESC, id DESC"
+    )
+    if live:
+        rows = connection.execute(select, parameters).fetchall()
+        return query.page([_record(connection, row, now_ms) for row in rows])
+    (total,) = connection.execute(
+        f"SELECT count(*) FROM jobs WHERE {condition}", parameters
+    ).fetchone()
+    page = connection.execute(
+        f"{select} LIMIT ? OFFSET ?", [*parameters, query.limit, query.offset]
+    ).fetchall()
+    return JobPage([_record(connection, row, now_ms) for row in page], int(total))
 
 
 def _record(connection: sqlite3.Connection, row: Sequence[Any], now_ms: int) -> JobRecord:

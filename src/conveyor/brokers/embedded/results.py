@@ -15,6 +15,8 @@ from conveyor.brokers.embedded.rows import now_ms
 from conveyor.brokers.results import JobStart, ResultStore
 from conveyor.brokers.types import (
     DURATION_BUCKETS,
+    JobPage,
+    JobQuery,
     JobRecord,
     JobSubmission,
     Settlement,
@@ -81,6 +83,9 @@ class EmbeddedResults(ResultStore):
         if not keys:
             return set()
         return await self.broker._read(lambda c, t: jobs.succeeded_keys(c, keys))
+
+    async def list_jobs(self, query: JobQuery) -> JobPage:
+        return await self.broker._read(lambda c, t: jobs.listing(c, query, now_ms()))
 
     async def job_stats(
         self, *, since: float | None = None, buckets: Sequence[float] = DURATION_BUCKETS

@@ -31,6 +31,8 @@ from conveyor.brokers.redis.watch import Watcher
 from conveyor.brokers.results import JobStart, ResultStore
 from conveyor.brokers.types import (
     DURATION_BUCKETS,
+    JobPage,
+    JobQuery,
     JobRecord,
     JobStatus,
     JobSubmission,
@@ -342,6 +344,23 @@ class RedisResultStore(ResultStore):
         for start in range(0, len(gone), _STATS_CHUNK):
             await self._run([self._sweep(time.time(), 0, gone[start : start + _STATS_CHUNK])])
         return task_stats(rows, bounds)
+
+    async def list_jobs(self, query: JobQuery) -> JobPage:
+        """Reads every kept record updated since ``query.since`` (the index is scored by
+        update time), a few hundred per round trip, and filters them here."""
+        client = self._redis()
+        records: list[JobRecord] = []
+        with self._endpoint.errors():
+            low = "-inf" if query.since is None else stamp(query.since)
+            job_ids: list[str] = await answer(client.zrangebyscore(self.keys.jobs, low, "+inf"))
+            for chunk in scripts.batches(job_ids, _STATS_CHUNK):
+                pipeline = client.pipeline(transaction=False)
+                for job_id in chunk:
+                    pipeline.hgetall(self.keys.job(job_id))
+                for job_id, fields in zip(chunk, await pipeline.execute(), strict=True):
+                    if fields:
+                        records.append(record(job_id, fields))
+        return query.page(records)
 
     # coordination between worker processes
 

@@ -1,4 +1,4 @@
-"""Workers as their heartbeats report them, and a job looked up by its id."""
+"""Workers as their heartbeats report them; jobs, listed or looked up by id."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from conveyor.brokers.capabilities import Capability
-from conveyor.brokers.types import JobRecord, JobStatus
+from conveyor.brokers.types import JobQuery, JobRecord, JobStatus
 from conveyor.errors import JobNotFound
 from conveyor.server.console.html import (
     Html,
@@ -19,6 +19,7 @@ from conveyor.server.console.html import (
     join,
     link,
     moment,
+    pager,
     pre,
     table,
     url,
@@ -50,8 +51,17 @@ async def workers(request: Request) -> Response:
 @router.get("/jobs")
 async def jobs(request: Request) -> Response:
     console = console_of(request)
-    job_id = request.query_params.get("id", "").strip()[:MAX_JOB_ID]
-    return await console.page(request, lambda session: job_page(console, job_id))
+    params = request.query_params
+    job_id = params.get("id", "").strip()[:MAX_JOB_ID]
+    status = JobStatus(params["status"]) if params.get("status") in _STATUSES else None
+    task = params.get("task", "").strip()[:MAX_JOB_ID] or None
+    offset = int(params["offset"]) if params.get("offset", "").isdigit() else 0
+    query = JobQuery(status=status, task=task, limit=JOBS_PAGE, offset=offset)
+    return await console.page(request, lambda session: job_page(console, job_id, query))
+
+
+JOBS_PAGE = 50
+_STATUSES = {status.value for status in JobStatus}
 
 
 async def workers_page(console: Console) -> Page:
@@ -88,8 +98,8 @@ async def workers_page(console: Console) -> Page:
     return page
 
 
-async def job_page(console: Console, job_id: str) -> Page:
-    page = Page("Job lookup", "jobs")
+async def job_page(console: Console, job_id: str, query: JobQuery) -> Page:
+    page = Page("Jobs", "jobs")
     form = fmt(
         '<form method="get" action="/jobs" class="inline">'
         '<label for="job-id">Job id</label>'
@@ -100,7 +110,51 @@ async def job_page(console: Console, job_id: str) -> Page:
     page.add("lookup", "Find a job", form, live=False)
     if job_id:
         page.add("job", f"Job {job_id}", await job_panel(console, job_id))
+    page.add("filter", "Filter jobs", filter_form(query), live=False)
+    page.add("jobs", "Recent jobs", await jobs_panel(console, query))
     return page
+
+
+def filter_form(query: JobQuery) -> Html:
+    chosen = query.status.value if query.status else ""
+    options = join(
+        fmt(
+            '<option value="{}"{}>{}</option>', value, " selected" if value == chosen else "", label
+        )
+        for value, label in [("", "any status"), *((s.value, s.value) for s in JobStatus)]
+    )
+    form = fmt(
+        '<form method="get" action="/jobs" class="inline">'
+        '<label for="job-status">Status</label><select id="job-status" name="status">{}</select>'
+        '<label for="job-task">Task</label>'
+        '<input id="job-task" name="task" value="{}" size="30" autocomplete="off">'
+        '<button type="submit">Filter</button></form>',
+        options,
+        query.task or "",
+    )
+    return form
+
+
+async def jobs_panel(console: Console, query: JobQuery) -> Html:
+    """Kept jobs, newest update first, filtered by status and task (Flower's task list)."""
+    found = await console.app.ajobs(query)
+    rows = [
+        [
+            link(url("/jobs", id=record.id), record.id),
+            record.task,
+            link(url("/queues", record.queue), record.queue),
+            badge(record.status.value, STATUS_KINDS.get(record.status, "quiet")),
+            record.attempts,
+            moment(record.updated_at),
+            (record.error or {}).get("message") or "—",
+        ]
+        for record in found.items
+    ]
+    headers = ["Job", "Task", "Queue", "Status", "Attempts", "Updated", "Error"]
+    listing = table(headers, rows, empty="No kept job matches.")
+    filters = {"status": query.status.value if query.status else None, "task": query.task}
+    paging = pager("/jobs", query.offset, query.limit, found.total, filters)
+    return join([paging, listing, paging])
 
 
 async def job_panel(console: Console, job_id: str) -> Html:
