@@ -6,18 +6,21 @@ from conveyor.app import App
 from conveyor.brokers import open_broker
 from conveyor.brokers.base import Broker, Consumer
 from conveyor.brokers.capabilities import Capability
+from conveyor.brokers.stream_types import CleanupPolicy, OffsetCommit, Record, TopicConfig
 from conveyor.brokers.types import (
     Binding,
     DeadLetterReason,
     Delivery,
     ExchangeSpec,
     ExchangeStats,
+    JobQuery,
     JobStatus,
     Overflow,
     QueueSpec,
     QueueStats,
 )
 from conveyor.errors import PermanentError, Retry, TemporaryError
+from conveyor.events.producer import record
 from conveyor.message import Message
 from conveyor.routing import ExchangeType
 from conveyor.sync import SyncBroker
@@ -46,6 +49,7 @@ __all__ = [
     "Binding",
     "Broker",
     "Capability",
+    "CleanupPolicy",
     "Consumer",
     "DeadLetter",
     "DeadLetterReason",
@@ -55,18 +59,23 @@ __all__ = [
     "ExchangeStats",
     "ExchangeType",
     "Job",
+    "JobQuery",
     "JobStatus",
     "Message",
+    "OffsetCommit",
     "Overflow",
     "PermanentError",
     "QueueSpec",
     "QueueStats",
+    "Record",
     "Retry",
     "SyncBroker",
     "Task",
     "TemporaryError",
+    "TopicConfig",
     "Worker",
     "__version__",
     "job_context",
     "open_broker",
+    "record",
 ]

@@ -30,7 +30,7 @@ from conveyor.brokers.types import (
 from conveyor.cron import Schedule, parse_schedule
 from conveyor.errors import ConfigError, NotSupported
 from conveyor.events.consumer import OffsetReset, StreamConsumer, open_consumer
-from conveyor.events.producer import Producer, Value, record
+from conveyor.events.producer import Producer, Value, ensure_topics, record
 from conveyor.events.subscriber import Handler, Subscriber, SubscriberOptions
 from conveyor.names import check_name
 from conveyor.retry import Exponential, RetryPolicy, backoff_from
@@ -52,6 +52,9 @@ class App:
         results_url: where job records and results live (``redis://host:6379/0``); by
             default the broker's own store, on backends that keep one.
         default_queue: queue for tasks that name none.
+        auto_create_topics: producing to, consuming from or subscribing to a topic that
+            does not exist creates it (one partition, default settings), as Kafka does by
+            default; with False, that raises TopicNotFound naming ``conveyor topics create``.
         lease_timeout: seconds a worker holds a job before it is redelivered; workers
             extend it while a job runs, so it bounds how long a crashed worker's jobs wait.
     """
@@ -63,11 +66,13 @@ class App:
         results_url: str | None = None,
         default_queue: str = "default",
         lease_timeout: float | timedelta = 30.0,
+        auto_create_topics: bool = True,
     ) -> None:
         self.broker_url = broker_url
         self.results_url = results_url
         self.default_queue = check_name("queue", default_queue)
         self.lease_timeout = seconds(lease_timeout, "lease_timeout", positive=True) or 30.0
+        self.auto_create_topics = auto_create_topics
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: list[tuple[Task[Any, Any], Schedule]] = []
         self.subscribers: dict[str, Subscriber] = {}
@@ -458,7 +463,8 @@ class App:
         one = record(value, key=key, headers=headers, timestamp=timestamp, partition=partition)
 
         async def send(broker: Broker) -> RecordMetadata:
-            (metadata,) = await Producer(broker).send_batch(topic, [one])
+            producer = Producer(broker, auto_create_topics=self.auto_create_topics)
+            (metadata,) = await producer.send_batch(topic, [one])
             return metadata
 
         return self.call_sync(send)
@@ -467,11 +473,14 @@ class App:
         """An idempotent Producer on this loop's broker (one shared, unless options given)."""
         broker = await self.abroker()
         if options:
-            return Producer(broker, **options)
+            return Producer(broker, **{"auto_create_topics": self.auto_create_topics, **options})
         if self._producer is None or self._producer.broker is not broker:
-            self._producer = Producer(broker)
+            self._producer = Producer(broker, auto_create_topics=self.auto_create_topics)
         return self._producer
 
     async def aconsumer(self, *topics: str, **options: Any) -> StreamConsumer:
         """A StreamConsumer on this loop's broker; see StreamConsumer for the options."""
-        return open_consumer(await self.abroker(), topics, **options)
+        broker = await self.abroker()
+        if self.auto_create_topics:
+            await ensure_topics(broker, topics)
+        return open_consumer(broker, topics, **options)

@@ -171,7 +171,10 @@ class LeaseLost(BrokerError):
 class TopicNotFound(BrokerError):
     def __init__(self, topic: str) -> None:
         self.topic = topic
-        super().__init__(f"topic {topic!r} does not exist; create it first (create_topic)")
+        super().__init__(
+            f"topic {topic!r} does not exist; create it first (conveyor topics create {topic}, "
+            "or app.create_topic), or let the App create topics (auto_create_topics=True)"
+        )
 
 
 class PartitionNotFound(BrokerError):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import defaultdict
+from typing import Any
 
 import pytest
 
@@ -352,6 +354,7 @@ async def dead_letters(broker: Broker, topic: str) -> int:
 
 
 async def test_emitting_to_a_missing_topic_dead_letters_the_record_that_emitted(app: App) -> None:
+    app.auto_create_topics = False
     await app.acreate_topic("clicks", 1)
     producer = await app.aproducer()
 
@@ -374,6 +377,72 @@ async def test_emitting_to_a_missing_topic_dead_letters_the_record_that_emitted(
     assert dead.headers["x-error-type"] == "TopicNotFound"
     assert "page-clicks-5m" in dead.headers["x-error-message"]
     assert dead.headers["x-attempts"] == "2"
+
+
+async def test_missing_topics_are_created_on_first_produce_consume_and_subscribe(
+    app: App,
+) -> None:
+    await app.aproduce("signups", {"user": 1})
+    consumer = await app.aconsumer("audit-trail", group="auditors")
+    async with consumer:
+        assert await consumer.poll(timeout=0.05) == []
+    seen: list[Any] = []
+
+    @app.subscriber("payments", group="ledger")
+    async def book(item: Record) -> None:
+        seen.append(item.json())
+
+    worker = Worker(app, concurrency=1)
+    running = asyncio.create_task(worker.run())
+    broker = await app.abroker()
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                with contextlib.suppress(TopicNotFound):
+                    await broker.describe_topic("payments")
+                    break
+                await asyncio.sleep(0.02)
+        await app.aproduce("payments", {"cents": 500})
+        async with asyncio.timeout(10):
+            while not seen:
+                await asyncio.sleep(0.02)
+    finally:
+        worker.stop()
+        await running
+    assert seen == [{"cents": 500}]
+    for topic in ("signups", "audit-trail", "payments"):
+        assert len((await broker.describe_topic(topic)).partitions) == 1
+
+
+async def test_without_auto_create_a_missing_topic_names_the_command_and_the_worker_goes_on(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    app.auto_create_topics = False
+    with pytest.raises(TopicNotFound, match="conveyor topics create signups"):
+        await app.aproduce("signups", {"user": 1})
+
+    @app.subscriber("payments", group="ledger")
+    async def book(item: Record) -> None:
+        return None
+
+    @app.task
+    def still_runs() -> str:
+        return "ran"
+
+    job = await still_runs.adelay()
+    worker = Worker(app, concurrency=1, subscriber_retry_interval=0.05)
+    running = asyncio.create_task(worker.run())
+    try:
+        assert await job.aresult(timeout=10) == "ran"
+        await app.acreate_topic("payments")
+        async with asyncio.timeout(10):
+            while "ledger" not in await (await app.abroker()).list_groups():
+                await asyncio.sleep(0.02)
+    finally:
+        worker.stop()
+        await running
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("subscriber" in m and "cannot start" in m and "payments" in m for m in errors)
 
 
 async def test_a_sync_subscriber_runs_in_a_thread_and_commits_each_batch(app: App) -> None:

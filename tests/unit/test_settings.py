@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conveyor import Durability, open_broker
@@ -54,6 +56,12 @@ def test_bad_broker_urls_say_what_to_write(url: str, match: str) -> None:
         open_broker(url)
 
 
-def test_sqlite_url_paths_follow_the_three_and_four_slash_convention() -> None:
-    assert open_broker("sqlite:///rel/x.db").path == "rel/x.db"  # type: ignore[attr-defined]
+def test_sqlite_url_paths_follow_the_three_and_four_slash_convention(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = open_broker("sqlite:///rel/x.db")
+    monkeypatch.chdir("/")  # resolved once, when the broker was made
+    assert relative.path == str(tmp_path / "rel" / "x.db")  # type: ignore[attr-defined]
+    assert relative.location == f"sqlite:///{tmp_path / 'rel' / 'x.db'}"
     assert open_broker("sqlite:////abs/x.db").path == "/abs/x.db"  # type: ignore[attr-defined]

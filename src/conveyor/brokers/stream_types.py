@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from conveyor.assignors import ASSIGNORS, TopicPartition
 from conveyor.brokers.types import Seconds, _count, as_float, seconds
+from conveyor.codecs import loads
 from conveyor.errors import ConfigError
 from conveyor.names import check_name
 
@@ -183,6 +184,11 @@ class Record(NamedTuple):
     @property
     def topic_partition(self) -> TopicPartition:
         return TopicPartition(self.topic, self.partition)
+
+    def json(self) -> Any:
+        """The value decoded as JSON, as producers encode dicts and lists (DecodeError if
+        it is not JSON; None for a tombstone)."""
+        return None if self.value is None else loads(self.value)
 
 
 class RecordMetadata(NamedTuple):

@@ -20,8 +20,9 @@ from conveyor.brokers.stream_types import (
     ProducerBatch,
     ProducerRecord,
     RecordMetadata,
+    TopicSpec,
 )
-from conveyor.errors import BrokerUnavailable, ConfigError
+from conveyor.errors import BrokerUnavailable, ConfigError, TopicNotFound
 
 Value = bytes | str | None | Any
 
@@ -68,6 +69,9 @@ class Producer:
         idempotent: number the calls so that retries cannot duplicate records.
         retries: attempts after the first when the broker is unavailable or locked.
         retry_backoff: seconds before the first retry, doubling each time.
+        auto_create_topics: a topic that does not exist is created (one partition, the
+            default settings) and the call made again, as Kafka's
+            ``auto.create.topics.enable`` does; otherwise TopicNotFound.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class Producer:
         retries: int = 5,
         retry_backoff: float = 0.1,
         producer_id: str | None = None,
+        auto_create_topics: bool = False,
     ) -> None:
         if retries < 0:
             raise ConfigError(f"retries must be >= 0, not {retries}")
@@ -86,6 +91,7 @@ class Producer:
         self.retries = retries
         self.retry_backoff = retry_backoff
         self.producer_id = producer_id or _new_producer_id()
+        self.auto_create_topics = auto_create_topics
         self._sequence = 0
         self._one_at_a_time = asyncio.Lock()
 
@@ -123,7 +129,7 @@ class Producer:
             pause = self.retry_backoff
             for attempt in range(self.retries + 1):
                 try:
-                    metadata = await self.broker.produce(topic, records, batch=batch, commit=commit)
+                    metadata = await self._produce(topic, records, batch, commit)
                     break
                 except BrokerUnavailable as error:
                     if attempt == self.retries or not error.transient:
@@ -133,6 +139,30 @@ class Producer:
                     pause *= 2
             self._sequence += 1
             return metadata
+
+    async def _produce(
+        self,
+        topic: str,
+        records: Sequence[ProducerRecord],
+        batch: ProducerBatch | None,
+        commit: OffsetCommit | None,
+    ) -> list[RecordMetadata]:
+        try:
+            return await self.broker.produce(topic, records, batch=batch, commit=commit)
+        except TopicNotFound:
+            if not self.auto_create_topics:
+                raise
+        await ensure_topics(self.broker, [topic])
+        return await self.broker.produce(topic, records, batch=batch, commit=commit)
+
+
+async def ensure_topics(broker: Broker, topics: Sequence[str]) -> None:
+    """Create each topic that does not exist, with one partition and default settings."""
+    for topic in topics:
+        try:
+            await broker.describe_topic(topic)
+        except TopicNotFound:
+            await broker.create_topic(TopicSpec(topic))
 
 
 def _new_producer_id() -> str:

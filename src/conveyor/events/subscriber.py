@@ -23,7 +23,7 @@ from conveyor.brokers.base import Broker
 from conveyor.brokers.stream_types import OffsetCommit, ProducerRecord, Record, TopicSpec
 from conveyor.errors import ConfigError, MemberFenced
 from conveyor.events.consumer import OffsetReset, open_consumer
-from conveyor.events.producer import Producer
+from conveyor.events.producer import Producer, ensure_topics
 from conveyor.names import DEAD_LETTER_SUFFIX, check_name
 from conveyor.retry import RetryPolicy
 
@@ -69,7 +69,13 @@ class Subscriber:
     def __repr__(self) -> str:
         return f"<Subscriber {self.name} on {self.options.topic} as {self.options.group}>"
 
-    async def run(self, broker: Broker, stopping: asyncio.Event) -> SubscriberCounts:
+    async def run(
+        self, broker: Broker, stopping: asyncio.Event, *, auto_create_topics: bool = False
+    ) -> SubscriberCounts:
+        """Consume until ``stopping``; TopicNotFound if the topic is missing and may not be
+        created."""
+        if auto_create_topics:
+            await ensure_topics(broker, [self.options.topic])
         return await _Run(self, broker, stopping).run()
 
 

@@ -29,7 +29,8 @@ from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.results import JobStart, ResultStore
 from conveyor.brokers.types import Delivery, JobStatus, Settlement, WorkerInfo
 from conveyor.codecs import loads, to_json
-from conveyor.errors import ConveyorError, PermanentError, TaskTimeout
+from conveyor.errors import ConveyorError, PermanentError, TaskTimeout, TopicNotFound
+from conveyor.events.subscriber import Subscriber
 from conveyor.tasks.context import current_job
 from conveyor.tasks.schedules import run_schedules
 from conveyor.tasks.states import JobStates
@@ -86,6 +87,8 @@ class Worker:
     heartbeat_interval: float = 5.0
     summary_interval: float = 60.0
     """Seconds between the INFO lines that sum up what the worker did (none while idle)."""
+    subscriber_retry_interval: float = 30.0
+    """Seconds between attempts to start a subscriber whose topic does not exist."""
     id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     counts: WorkerCounts = field(default_factory=WorkerCounts)
 
@@ -148,7 +151,7 @@ class Worker:
             helpers.append(asyncio.create_task(run_schedules(self.app, states, self._stopping)))
         if not until_idle:
             helpers.extend(
-                asyncio.create_task(subscriber.run(broker, self._stopping))
+                asyncio.create_task(self._subscribe(subscriber, broker))
                 for subscriber in self.app.subscribers.values()
             )
         for helper in helpers:
@@ -565,6 +568,26 @@ class Worker:
                 )
             )
             await asyncio.sleep(self.heartbeat_interval)
+
+    async def _subscribe(self, subscriber: Subscriber, broker: Broker) -> None:
+        """Run a subscriber; one whose topic does not exist waits for it, saying so, and
+        never stops the worker's other work."""
+        while not self._stopping.is_set():
+            try:
+                await subscriber.run(
+                    broker, self._stopping, auto_create_topics=self.app.auto_create_topics
+                )
+                return
+            except TopicNotFound as error:
+                log.error(
+                    "subscriber %s cannot start: %s; trying again in %g s",
+                    subscriber.name,
+                    error,
+                    self.subscriber_retry_interval,
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.subscriber_retry_interval):
+                        await self._stopping.wait()
 
     async def _summaries(self) -> None:
         counts = self.counts
