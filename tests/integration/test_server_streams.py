@@ -23,6 +23,7 @@ async def test_producing_appends_records_and_answers_where_they_landed(app: App)
         tombstone = await client.post(
             "/api/topics/orders/records", json={"value": None, "key": "customer-7"}
         )
+        app.auto_create_topics = False  # with it on (the default), the topic is made
         missing = await client.post("/api/topics/nope/records", json={"value": 1})
         bad_partition = await client.post(
             "/api/topics/orders/records", json={"value": 1, "partition": 9}
