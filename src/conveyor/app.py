@@ -474,9 +474,14 @@ class App:
         broker = await self.abroker()
         if options:
             return Producer(broker, **{"auto_create_topics": self.auto_create_topics, **options})
-        if self._producer is None or self._producer.broker is not broker:
-            self._producer = Producer(broker, auto_create_topics=self.auto_create_topics)
-        return self._producer
+        shared = self._producer
+        if (
+            shared is None
+            or shared.broker is not broker
+            or shared.auto_create_topics != self.auto_create_topics
+        ):
+            self._producer = shared = Producer(broker, auto_create_topics=self.auto_create_topics)
+        return shared
 
     async def aconsumer(self, *topics: str, **options: Any) -> StreamConsumer:
         """A StreamConsumer on this loop's broker; see StreamConsumer for the options."""
