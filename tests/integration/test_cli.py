@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,13 +12,14 @@ from conveyor import __version__
 from conveyor.cli import parser
 
 
-def conveyor(*arguments: str) -> subprocess.CompletedProcess[str]:
+def conveyor(*arguments: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "conveyor", *arguments],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        cwd=cwd,
     )
 
 
@@ -88,7 +90,7 @@ def test_an_import_error_inside_the_app_module_names_that_module_and_line(tmp_pa
         "from conveyor import App\napp = App('memory://')\nimport sendgrid_client_missing\n"
     )
     (tmp_path / "broken_tasks.py").write_text("from conveyor import App\napp = App(\n")
-    missing = conveyor_in(tmp_path, "worker", "shop_tasks:app")
+    missing = conveyor("worker", "shop_tasks:app", cwd=tmp_path)
     assert missing.returncode == 1
     assert missing.stderr.count("\n") == 1
     assert "importing 'shop_tasks' failed at " in missing.stderr
@@ -96,19 +98,8 @@ def test_an_import_error_inside_the_app_module_names_that_module_and_line(tmp_pa
         missing.stderr
     )
     assert "PYTHONPATH" not in missing.stderr
-    broken = conveyor_in(tmp_path, "worker", "broken_tasks:app")
+    broken = conveyor("worker", "broken_tasks:app", cwd=tmp_path)
     assert "importing 'broken_tasks' failed at " in broken.stderr
     assert "broken_tasks.py:2: SyntaxError" in broken.stderr
-    absent = conveyor_in(tmp_path, "worker", "no_such_tasks:app")
+    absent = conveyor("worker", "no_such_tasks:app", cwd=tmp_path)
     assert "run from the project directory or fix PYTHONPATH" in absent.stderr
-
-
-def conveyor_in(directory, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "conveyor", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=directory,
-    )
