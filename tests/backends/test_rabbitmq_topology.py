@@ -233,8 +233,10 @@ async def test_management_figures_arrive_once_rabbitmq_has_sampled_them(
     await broker.ack(held[0])
 
     stats = await broker.queue_stats(queue)
-    for _ in range(150):  # RabbitMQ samples every collect_statistics_interval (5 s)
-        if stats.unacked == 1 and stats.acked == 1:
+    # RabbitMQ samples every collect_statistics_interval (5 s), message counts and bytes
+    # from the queue and acks from the channel, so one figure can arrive a sample later.
+    for _ in range(150):
+        if (stats.unacked, stats.acked, stats.bytes) == (1, 1, 6):
             break
         await asyncio.sleep(0.1)
         stats = await broker.queue_stats(queue)
