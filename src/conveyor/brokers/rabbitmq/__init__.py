@@ -27,7 +27,7 @@ from aio_pika.connection import make_url
 
 from conveyor.brokers.base import Broker
 from conveyor.brokers.capabilities import DECLARED
-from conveyor.brokers.rabbitmq import failures, mapping, stats
+from conveyor.brokers.rabbitmq import failures, frames, mapping, stats
 from conveyor.brokers.rabbitmq.channels import Opener, Slot
 from conveyor.brokers.rabbitmq.consumer import QueueReader, Received
 from conveyor.brokers.rabbitmq.management import Management, ManagementUnavailable
@@ -73,6 +73,7 @@ class RabbitMQBroker(Broker):
         if self._connection is not None:
             return
         timeout = self.options.connect_timeout
+        frames.install()
         connection = aio_pika.RobustConnection(
             make_url(
                 host=self.endpoint.host,
