@@ -318,6 +318,30 @@ async def test_started_jobs_are_running_and_a_finished_job_keeps_its_first_attem
 
 
 @pytest.mark.needs(*NEEDS)
+async def test_starts_settled_with_other_outcomes_are_recorded_before_them(
+    broker: Broker, states: JobStates, name: str
+) -> None:
+    await declare_with_dlq(broker, name)
+    finishing, running = await states.submit([submission(name), submission(name)])
+    first, _ = await broker.receive(name, max_messages=2)
+    begun = time.time() - 3
+    lost = await states.settle(
+        [Settlement(first, JobStatus.SUCCEEDED, begun, result=1)],
+        starts=[JobStart(running.id, 1, begun, "w1"), JobStart(finishing.id, 1, begun, "w1")],
+    )
+    assert lost == []
+    done = await states.results.get_job(finishing.id)
+    assert (done.status, done.result, done.attempts) == (JobStatus.SUCCEEDED, 1, 1)
+    if not states.atomic:  # atomic brokers read running off the live lease instead
+        still = await states.results.get_job(running.id)
+        assert (still.status, still.attempts) == (JobStatus.RUNNING, 1)
+        assert still.first_attempt_at == pytest.approx(begun, abs=0.002)
+    await states.settle([], starts=[JobStart(running.id, 2, time.time(), "w1")])
+    if not states.atomic:
+        assert (await states.results.get_job(running.id)).attempts == 2
+
+
+@pytest.mark.needs(*NEEDS)
 async def test_a_first_attempt_shows_as_attempt_one_and_a_retry_shows_when_it_is_due(
     broker: Broker, states: JobStates, name: str
 ) -> None:

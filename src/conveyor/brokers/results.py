@@ -130,10 +130,14 @@ class ResultStore(ABC):
         this: their running state is read off the message's live lease."""
 
     @abstractmethod
-    async def record_outcomes(self, settlements: Sequence[Settlement]) -> None:
+    async def record_outcomes(
+        self, settlements: Sequence[Settlement], *, starts: Sequence[JobStart] = ()
+    ) -> None:
         """Store each job's outcome: status, attempts, result or error, times.
 
-        A finished job's record expires ``result_ttl`` seconds after this.
+        A finished job's record expires ``result_ttl`` seconds after this. ``starts`` are
+        other jobs' attempts that began, recorded first in the same round trip, so that a
+        worker settling a batch pays one exchange with the store, not two.
         """
 
     @abstractmethod

@@ -91,13 +91,19 @@ class JobStates:
         if starts and not self.atomic:
             await self.results.record_starts(starts)
 
-    async def settle(self, settlements: Sequence[Settlement]) -> list[Settlement]:
-        """Store each outcome and settle its message; returns those whose lease lapsed."""
+    async def settle(
+        self, settlements: Sequence[Settlement], *, starts: Sequence[JobStart] = ()
+    ) -> list[Settlement]:
+        """Store each outcome and settle its message; returns those whose lease lapsed.
+
+        ``starts`` (other jobs' attempts that began) are recorded with the outcomes.
+        """
         if not settlements:
+            await self.start(starts)
             return []
         if self.atomic:
             return await self.broker.settle(settlements)
-        await self.results.record_outcomes(settlements)
+        await self.results.record_outcomes(settlements, starts=starts)
         lost: list[Settlement] = []
         acking = [s for s in settlements if s.status in _ACKED]
         lost.extend(await self._ack(acking))

@@ -504,24 +504,25 @@ class Worker:
             await self._flush(states)
 
     async def _flush(self, states: JobStates) -> None:
-        """Record the starts of jobs still running, then settle the finished ones.
+        """Settle the finished jobs, recording the starts of those still running with them.
 
         A job that started and finished since the last flush needs only its outcome,
         which records the attempt's start too.
         """
         self._finished_event.clear()
         batch, self._finished = self._finished, []
-        if self._starts:
-            starts, self._starts = self._starts, []
-            finished = {settlement.delivery.tag for settlement in batch}
-            await states.start([s for s in starts if s.tag not in finished])
+        finished = {settlement.delivery.tag for settlement in batch}
+        starts = [start for start in self._starts if start.tag not in finished]
+        self._starts = []
         if not batch:
+            await states.start(starts)
             return
         self._settling = len(batch)
         try:
-            lost = await states.settle(batch)
+            lost = await states.settle(batch, starts=starts)
         except BaseException:
             self._finished[:0] = batch  # settled by the final flush instead
+            self._starts[:0] = starts
             raise
         finally:
             self._settling = 0

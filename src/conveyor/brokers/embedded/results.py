@@ -7,6 +7,7 @@ used as the results of another broker, the same tables hold records with no mess
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -60,9 +61,11 @@ class EmbeddedResults(ResultStore):
         if starts:
             await self.broker._write(lambda c, t, _: jobs.record_starts(c, starts, now_ms()))
 
-    async def record_outcomes(self, settlements: Sequence[Settlement]) -> None:
-        if settlements:
-            await self.broker._write(lambda c, t, _: jobs.record_outcomes(c, settlements, now_ms()))
+    async def record_outcomes(
+        self, settlements: Sequence[Settlement], *, starts: Sequence[JobStart] = ()
+    ) -> None:
+        if settlements or starts:
+            await self.broker._write(lambda c, t, _: _record(c, starts, settlements, now_ms()))
 
     async def requeued(self, job_ids: Sequence[str]) -> None:
         moved = dict.fromkeys(job_ids)
@@ -111,3 +114,13 @@ class EmbeddedResults(ResultStore):
         await self.broker._write(
             lambda c, t, _: c.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
         )
+
+
+def _record(
+    connection: sqlite3.Connection,
+    starts: Sequence[JobStart],
+    settlements: Sequence[Settlement],
+    now: int,
+) -> None:
+    jobs.record_starts(connection, starts, now)
+    jobs.record_outcomes(connection, settlements, now)

@@ -200,32 +200,36 @@ class RedisResultStore(ResultStore):
         return record
 
     async def record_starts(self, starts: Sequence[JobStart]) -> None:
-        now = stamp(time.time())
-        await self._run(
-            [
-                Call(
-                    scripts.START,
-                    [self.keys.jobs],
-                    [
-                        now,
-                        self.keys.job_prefix,
-                        _packed(
-                            [start.job_id, str(start.attempt), stamp(start.started_at)]
-                            for start in batch
-                        ),
-                    ],
-                )
-                for batch in scripts.batches(starts, _SCRIPT_BATCH)
-            ]
-        )
+        await self._run(self._starts(starts, time.time()))
 
-    async def record_outcomes(self, settlements: Sequence[Settlement]) -> None:
+    def _starts(self, starts: Sequence[JobStart], now: float) -> list[Call]:
+        return [
+            Call(
+                scripts.START,
+                [self.keys.jobs],
+                [
+                    stamp(now),
+                    self.keys.job_prefix,
+                    _packed(
+                        [start.job_id, str(start.attempt), stamp(start.started_at)]
+                        for start in batch
+                    ),
+                ],
+            )
+            for batch in scripts.batches(starts, _SCRIPT_BATCH)
+        ]
+
+    async def record_outcomes(
+        self, settlements: Sequence[Settlement], *, starts: Sequence[JobStart] = ()
+    ) -> None:
         if not settlements:
+            await self.record_starts(starts)
             return
         now = time.time()
-        calls = [
+        calls = self._starts(starts, now)
+        calls.extend(
             self._outcomes(batch, now) for batch in scripts.batches(settlements, _SCRIPT_BATCH)
-        ]
+        )
         calls.append(self._sweep(now, _SWEEP_LIMIT + len(settlements)))
         await self._run(calls)
 
