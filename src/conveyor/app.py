@@ -308,6 +308,18 @@ class App:
         return await self._submit(await self.astates(), submissions)
 
     def submit(self, submissions: Sequence[JobSubmission]) -> list[Job]:
+        """Enqueue from code without an event loop.
+
+        Where the broker's transactions block anyway (the embedded engine) and the queues
+        are declared, the calling thread makes the transaction itself: a hop to the
+        background loop and back would cost more than the write.
+        """
+        states = self._portal_states
+        if states is not None and states.atomic and states.broker.blocking_submit:
+            declared = self._declared.get(id(states.broker), set())
+            if all(submission.queue in declared for submission in submissions):
+                records = states.broker.submit_jobs_blocking(submissions)
+                return [Job(self, record) for record in records]
         return self.call_states(lambda states: self._submit(states, submissions))
 
     async def _submit(self, states: JobStates, submissions: Sequence[JobSubmission]) -> list[Job]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import itertools
 import logging
 import os
+import threading
 import time
 
 import pytest
@@ -551,6 +553,45 @@ def test_sync_code_enqueues_and_waits_without_an_event_loop(sqlite_url: str) -> 
         asyncio.run(drain())
         assert job.result(timeout=5) == 42
     finally:
+        app.close()
+
+
+def test_sync_delays_from_many_threads_make_their_own_writes_while_the_apps_loop_is_busy(
+    sqlite_url: str,
+) -> None:
+    app = App(sqlite_url)
+
+    @app.task
+    def echo(n: int) -> int:
+        return n
+
+    released = threading.Event()
+
+    async def hold_the_loop(broker: object) -> bool:
+        return released.wait(timeout=60)  # blocks the App's background loop
+
+    def send(first: int) -> list[str]:
+        return [echo.delay(n).id for n in range(first, first + 50)]
+
+    try:
+        echo.delay(-1)  # the first call declares the queue, on the background loop
+        with concurrent.futures.ThreadPoolExecutor(9) as pool:
+            holder = pool.submit(app.call_sync, hold_the_loop)
+            senders = [pool.submit(send, first) for first in range(0, 400, 50)]
+            ids = [job_id for sender in senders for job_id in sender.result(timeout=50)]
+            released.set()
+            assert holder.result(timeout=10) is True  # the loop was held throughout
+        assert len(set(ids)) == 400
+
+        async def drain() -> list[object]:
+            await Worker(app).run_until_idle()
+            results = [await (await app.ajob(job_id)).aresult(timeout=5) for job_id in ids]
+            await app.aclose()
+            return results
+
+        assert asyncio.run(drain()) == list(range(400))
+    finally:
+        released.set()
         app.close()
 
 

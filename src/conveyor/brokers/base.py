@@ -75,6 +75,10 @@ class Broker(ABC):
     private_store: ClassVar[bool] = False
     """The store exists only on this connection (an in-memory database): another
     connection to the same URL sees another, empty store."""
+    blocking_submit: ClassVar[bool] = False
+    """``submit_jobs_blocking`` works: the backend's transactions are blocking calls in any
+    case, so code without an event loop can make them itself instead of handing each one
+    to a loop on another thread and waiting for the answer."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -345,6 +349,13 @@ class Broker(ABC):
         nothing.
         """
         self._unimplemented(Capability.ATOMIC_SETTLE, "submit_jobs")
+
+    def submit_jobs_blocking(self, submissions: Sequence[JobSubmission]) -> list[JobRecord]:
+        """``submit_jobs`` in the calling thread, where ``blocking_submit`` says it works."""
+        raise NotImplementedError(
+            f"the {self.scheme} backend submits jobs only from an event loop: "
+            "check blocking_submit first"
+        )
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[Settlement]:
         """Settle delivered jobs: message and record in ``results()`` change together.

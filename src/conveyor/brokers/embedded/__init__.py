@@ -90,6 +90,7 @@ class _StaleTopology(Exception):
 class EmbeddedBroker(StreamMethods, Broker):
     scheme = "sqlite"
     capabilities = DECLARED["sqlite"]
+    blocking_submit = True
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -170,6 +171,21 @@ class EmbeddedBroker(StreamMethods, Broker):
                 self._topology = None
                 continue
             self._notifier.gone -= gone
+            if waiters:
+                self._notifier.notify(waiters)
+            return result
+
+    def _write_blocking(self, work: Callable[[sqlite3.Connection, Topology, Changes], T]) -> T:
+        """``_write`` from a thread without an event loop; receivers that have gone are
+        left for the next ``_write`` to remove."""
+        database = self._database()
+        while True:
+            attempt = partial(self._optimistic, work, set(), self._topology)
+            try:
+                result, waiters = database.write_blocking(attempt)
+            except _StaleTopology:
+                self._topology = None
+                continue
             if waiters:
                 self._notifier.notify(waiters)
             return result
@@ -437,9 +453,17 @@ class EmbeddedBroker(StreamMethods, Broker):
     # jobs: the one-transaction path (ATOMIC_SETTLE); records through results()
 
     async def submit_jobs(self, submissions: Sequence[JobSubmission]) -> list[JobRecord]:
+        return await self._write(self._submission(submissions))
+
+    def submit_jobs_blocking(self, submissions: Sequence[JobSubmission]) -> list[JobRecord]:
+        return self._write_blocking(self._submission(submissions))
+
+    def _submission(
+        self, submissions: Sequence[JobSubmission]
+    ) -> Callable[[sqlite3.Connection, Topology, Changes], list[JobRecord]]:
         limit = self.options.max_message_size
         prepared = [(s, rows.prepare(s.message, limit)) for s in submissions]
-        return await self._write(lambda c, t, ch: jobs.submit(c, t, prepared, now_ms(), ch))
+        return lambda c, t, ch: jobs.submit(c, t, prepared, now_ms(), ch)
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[Settlement]:
         if not settlements:

@@ -50,6 +50,25 @@ class _Busy(Exception):
     """The write lock is held elsewhere: back off and try the whole transaction again."""
 
 
+class _Backoff:
+    """Pauses between attempts at a transaction while the file is busy, growing from
+    0.2 ms to 10 ms; past ``lock_timeout`` the attempt fails with DatabaseLocked."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.deadline = 0.0
+        self.next = 0.0002
+
+    def pause(self) -> float:
+        now = time.monotonic()
+        if not self.deadline:
+            self.deadline = now + self.database.lock_timeout
+        elif now > self.deadline:
+            raise DatabaseLocked(self.database.label, self.database.lock_timeout) from None
+        pause, self.next = self.next, min(self.next * 2, 0.01)
+        return pause
+
+
 class Database:
     """One connection to a Conveyor store, shared safely by the threads of one process."""
 
@@ -147,20 +166,22 @@ class Database:
         """Run ``transaction`` on one consistent snapshot, without the write lock."""
         return await self._run(transaction, "BEGIN")
 
+    def write_blocking(self, transaction: Callable[[sqlite3.Connection], T]) -> T:
+        """``write`` for a thread without an event loop: it sleeps while the file is busy."""
+        backoff = _Backoff(self)
+        while True:
+            try:
+                return self.run_now(transaction, "BEGIN IMMEDIATE")
+            except _Busy:
+                time.sleep(backoff.pause())
+
     async def _run(self, transaction: Callable[[sqlite3.Connection], T], begin: str) -> T:
-        deadline = 0.0
-        backoff = 0.0002
+        backoff = _Backoff(self)
         while True:
             try:
                 return self.run_now(transaction, begin)
             except _Busy:
-                now = time.monotonic()
-                if not deadline:
-                    deadline = now + self.lock_timeout
-                elif now > deadline:
-                    raise DatabaseLocked(self.label, self.lock_timeout) from None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 0.01)
+                await asyncio.sleep(backoff.pause())
 
     def run_now(self, transaction: Callable[[sqlite3.Connection], T], begin: str) -> T:
         """One attempt at a transaction; raises _Busy if the lock is held elsewhere."""

@@ -17,6 +17,7 @@ import socket
 import sqlite3
 import sys
 import tempfile
+import threading
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
@@ -60,19 +61,26 @@ class Notifier:
 
     def __init__(self) -> None:
         self._socket: socket.socket | None = None
+        self._opening = threading.Lock()
         self.gone: set[str] = set()
 
     def notify(self, addresses: Iterable[str]) -> None:
-        if self._socket is None:
-            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self._socket.setblocking(False)
+        """Wake each address; callable from any thread (a blocking submit's too)."""
+        sender = self._socket or self._open()
         for address in addresses:
             try:
-                self._socket.sendto(b"!", _socket_address(address))
+                sender.sendto(b"!", _socket_address(address))
             except BlockingIOError:
                 pass  # its buffer is full: it has wake-ups pending already
             except (ConnectionRefusedError, FileNotFoundError):
                 self.gone.add(address)
+
+    def _open(self) -> socket.socket:
+        with self._opening:
+            if self._socket is None:
+                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._socket.setblocking(False)
+            return self._socket
 
     def close(self) -> None:
         if self._socket is not None:
