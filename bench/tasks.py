@@ -134,6 +134,10 @@ FIGURES: dict[str, tuple[str, str]] = {
     "enqueue_single_async_per_s": ("tasks/s", "await task.adelay() one call per task"),
     "enqueue_batch_per_s": ("tasks/s", f"task.send_many() of {BATCH} calls, no event loop"),
     "enqueue_batch_async_per_s": ("tasks/s", f"await task.asend_many() of {BATCH} calls"),
+    "publish_batch_per_s": (
+        "msg/s",
+        f"the broker's own publish_batch() of {BATCH} task messages built beforehand, no loop",
+    ),
     "latency_p50_ms": ("ms", "enqueue -> task function starts, idle worker, median"),
     "latency_p99_ms": ("ms", "enqueue -> task function starts, idle worker, 99th percentile"),
     "latency_after_idle_p50_ms": ("ms", "the same after 1 s of idle before each enqueue"),
@@ -161,6 +165,14 @@ RATIOS: dict[str, tuple[str, str]] = {
         "x",
         "enqueue_single_per_s / the largest peer_*_enqueue_per_s",
     ),
+    "enqueue_single_async_vs_fastest_peer": (
+        "x",
+        "enqueue_single_async_per_s / the largest peer_*_enqueue_per_s",
+    ),
+    "enqueue_batch_vs_publish_batch": (
+        "x",
+        "enqueue_batch_per_s / publish_batch_per_s: what send_many adds to the broker's write",
+    ),
     "rabbitmq_e2e_vs_fastest_peer": (
         "x",
         "rabbitmq_e2e_per_s / the largest peer_*_e2e_per_s of the peers on RabbitMQ",
@@ -176,6 +188,18 @@ TARGETS = (
     Target("idle enqueue->start p50 <= 1 ms", "latency_p50_ms", "<=", 1.0),
     Target("idle enqueue->start p99 <= 5 ms", "latency_p99_ms", "<=", 5.0),
     Target("worker peak RSS <= 80 MB", "worker_rss_mb", "<=", 80.0),
+    Target(
+        "sync delay() >= 2x the fastest peer's enqueue", "enqueue_single_vs_fastest_peer", ">=", 2.0
+    ),
+    Target(
+        "await adelay() >= 3x the fastest peer's enqueue",
+        "enqueue_single_async_vs_fastest_peer",
+        ">=",
+        3.0,
+    ),
+    Target(
+        "send_many >= 0.6x the broker's publish_batch", "enqueue_batch_vs_publish_batch", ">=", 0.6
+    ),
 )
 RABBITMQ_TARGETS = (
     Target(
@@ -201,10 +225,15 @@ def ratios(results: Mapping[str, float]) -> Figures:
         ("e2e_vs_fastest_peer", "e2e_per_s", "_e2e_per_s"),
         ("e2e_async_vs_fastest_peer", "e2e_async_per_s", "_e2e_per_s"),
         ("enqueue_single_vs_fastest_peer", "enqueue_single_per_s", "_enqueue_per_s"),
+        ("enqueue_single_async_vs_fastest_peer", "enqueue_single_async_per_s", "_enqueue_per_s"),
     ):
         best = fastest_peer(results, suffix)
         if figure in results and best:
             found[ratio] = results[figure] / best
+    if results.get("enqueue_batch_per_s") and results.get("publish_batch_per_s"):
+        found["enqueue_batch_vs_publish_batch"] = (
+            results["enqueue_batch_per_s"] / results["publish_batch_per_s"]
+        )
     best_on_rabbitmq = fastest_rabbitmq_peer(results)
     if "rabbitmq_e2e_per_s" in results and best_on_rabbitmq:
         found["rabbitmq_e2e_vs_fastest_peer"] = results["rabbitmq_e2e_per_s"] / best_on_rabbitmq
@@ -260,6 +289,8 @@ def measure(directory: Path, sizes: Sizes) -> Figures:
     )
     progress(f"enqueue: {sizes.enqueue_batch:,} tasks by send_many({BATCH}), sync")
     results["enqueue_batch_per_s"] = enqueue_batch(directory / "batch.db", sizes)
+    progress(f"enqueue: {sizes.enqueue_batch:,} task messages by publish_batch({BATCH}), sync")
+    results["publish_batch_per_s"] = asyncio.run(publish_batch(directory / "publish.db", sizes))
 
     config = f"--concurrency {WORKER_CONCURRENCY} --prefetch {WORKER_PREFETCH}"
     progress(f"e2e: {sizes.e2e:,} sync no-op tasks through one worker ({config})")
@@ -331,6 +362,26 @@ def enqueue_batch(path: Path, sizes: Sizes) -> float:
     finally:
         app.close()
     return per_second(sizes.enqueue_batch // BATCH * BATCH, watch.seconds)
+
+
+async def publish_batch(path: Path, sizes: Sizes) -> float:
+    """The broker's own ``publish_batch`` of the messages ``send_many`` would write, built
+    beforehand: the floor under ``enqueue_batch_per_s``, which also builds and records jobs."""
+    app = tasks_app.build(broker_url(path))
+    noop = app.get_task(tasks_app.NOOP)
+    batches = [
+        [noop.submission((), {}).message for _ in range(BATCH)]
+        for _ in range(sizes.enqueue_batch // BATCH)
+    ]
+    try:
+        await noop.adelay()  # declares the queue
+        broker = await app.abroker()
+        with Stopwatch() as watch:
+            for batch in batches:
+                await broker.publish_batch(batch)
+    finally:
+        await app.aclose()
+    return per_second(len(batches) * BATCH, watch.seconds)
 
 
 # end to end

@@ -16,6 +16,9 @@ def test_e2e_is_compared_with_the_fastest_peer_of_the_same_run() -> None:
         "e2e_per_s": 40_000.0,
         "e2e_async_per_s": 50_000.0,
         "enqueue_single_per_s": 9_000.0,
+        "enqueue_single_async_per_s": 24_000.0,
+        "enqueue_batch_per_s": 30_000.0,
+        "publish_batch_per_s": 60_000.0,
         "peer_celery_rabbitmq_e2e_per_s": 4_000.0,
         "peer_huey_redis_e2e_per_s": 5_000.0,
         "peer_huey_redis_enqueue_per_s": 6_000.0,
@@ -25,6 +28,8 @@ def test_e2e_is_compared_with_the_fastest_peer_of_the_same_run() -> None:
     assert found["e2e_vs_fastest_peer"] == pytest.approx(8.0)
     assert found["e2e_async_vs_fastest_peer"] == pytest.approx(10.0)
     assert found["enqueue_single_vs_fastest_peer"] == pytest.approx(1.5)
+    assert found["enqueue_single_async_vs_fastest_peer"] == pytest.approx(4.0)
+    assert found["enqueue_batch_vs_publish_batch"] == pytest.approx(0.5)
 
 
 def test_no_ratio_without_a_peer_or_without_the_figure() -> None:
@@ -75,6 +80,9 @@ def test_targets_are_judged_on_the_suite_figures() -> None:
         "latency_p50_ms": True,
         "latency_p99_ms": False,
         "worker_rss_mb": None,
+        "enqueue_single_vs_fastest_peer": None,
+        "enqueue_single_async_vs_fastest_peer": None,
+        "enqueue_batch_vs_publish_batch": None,
     }
 
 
