@@ -24,6 +24,7 @@ from conveyor.brokers.types import (
     JobRecord,
     JobStatus,
     JobSubmission,
+    QueueSample,
     Settlement,
     WorkerInfo,
 )
@@ -350,6 +351,37 @@ async def test_batches_of_hundreds_take_a_few_round_trips(
     jobs = [await store.get_job(r.id) for r in records]
     assert [job.result for job in jobs] == list(range(300))
     assert {job.status for job in jobs} == {JobStatus.SUCCEEDED}
+
+
+async def test_a_sampling_cycle_is_one_round_trip_and_an_unsampled_series_expires(
+    store: RedisResultStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cycle(at: float) -> list[QueueSample]:
+        return [QueueSample(f"q{n}", at, n, n, n, 0) for n in range(300)]
+
+    await store.record_samples(cycle(1000.0), retention=60)  # loads the script
+    client = store._redis()
+    round_trips: list[str] = []
+    pipeline = client.pipeline
+    execute_command: Any = client.execute_command
+
+    def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
+        round_trips.append("pipeline")
+        return pipeline(*args, **kwargs)
+
+    async def counted_command(*args: Any, **options: Any) -> Any:
+        round_trips.append(str(args[0]))
+        return await execute_command(*args, **options)
+
+    monkeypatch.setattr(client, "pipeline", counted_pipeline)
+    monkeypatch.setattr(client, "execute_command", counted_command)
+    await store.record_samples(cycle(1005.0), retention=60)
+    assert round_trips == ["pipeline"]
+    monkeypatch.undo()
+    kept = await store.samples(since=0)
+    assert len(kept) == 300
+    assert [s.at for s in kept["q299"]] == [1000.0, 1005.0]
+    assert 0 < await client.ttl(store.keys.samples("q0")) <= 61
 
 
 async def test_requeued_jobs_are_queued_and_kept(store: RedisResultStore) -> None:

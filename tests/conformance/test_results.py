@@ -11,9 +11,17 @@ import time
 import pytest
 
 from conveyor import Broker, Capability, Message, QueueSpec
+from conveyor.brokers import open_results
 from conveyor.brokers.results import JobStart
-from conveyor.brokers.types import JobQuery, JobStatus, JobSubmission, Settlement, WorkerInfo
-from conveyor.errors import ConveyorError, IdempotencyConflict, JobNotFound
+from conveyor.brokers.types import (
+    JobQuery,
+    JobStatus,
+    JobSubmission,
+    QueueSample,
+    Settlement,
+    WorkerInfo,
+)
+from conveyor.errors import ConfigError, ConveyorError, IdempotencyConflict, JobNotFound
 from conveyor.tasks.states import JobStates
 
 NEEDS = (Capability.QUEUES, Capability.DEAD_LETTER)
@@ -427,3 +435,76 @@ async def test_a_failed_publish_discards_the_record_so_the_key_can_be_used_again
     assert (await states.results.get_job(record.id)).status is JobStatus.QUEUED
     (delivery,) = await broker.receive(name, wait=1)
     assert delivery.message.id == record.id
+
+
+def sample(queue: str, at: float, depth: int | None = 1, **counters: int | None) -> QueueSample:
+    figures = {"published": depth, "acked": depth, "dead_lettered": 0, **counters}
+    return QueueSample(queue, at, depth, **figures)
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_queue_samples_keep_one_per_slot_and_read_back_by_queue_and_time(
+    broker: Broker, states: JobStates, name: str
+) -> None:
+    store = states.results
+    first, second = f"{name}-a", f"{name}-b"
+    await store.record_samples([sample(first, 1000.0, 1), sample(second, 1002.0, None)])
+    await store.record_samples([sample(first, 1003.5, 7)], interval=5)  # same slot: dropped
+    await store.record_samples([sample(first, 1005.0, 3, dead_lettered=2)], interval=5)
+    kept = await store.samples(since=0)
+    assert kept == {
+        first: [sample(first, 1000.0, 1), sample(first, 1005.0, 3, dead_lettered=2)],
+        second: [QueueSample(second, 1002.0, None, None, None, 0)],
+    }
+    assert await store.samples(since=0, queues=[second, f"{name}-none"]) == {second: kept[second]}
+    assert await store.samples(since=1001, queues=[first]) == {first: kept[first][1:]}
+    assert await store.samples(since=0, queues=[]) == {}
+    assert await store.samples(since=1006) == {}
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_queue_samples_past_the_retention_or_the_count_are_dropped(
+    broker: Broker, states: JobStates, name: str
+) -> None:
+    store = states.results
+    old, steady = f"{name}-old", f"{name}-steady"
+    await store.record_samples([sample(old, 1000.0)], interval=1, retention=100)
+    await store.record_samples([sample(steady, at) for at in range(1001, 1011)], interval=1)
+    assert [s.at for s in (await store.samples(since=0))[steady]] == list(range(1001, 1011))
+    # at most retention / interval + 1 per queue: the newest five
+    await store.record_samples([sample(steady, 1015.0)], interval=5, retention=20)
+    expected = [1007, 1008, 1009, 1010, 1015]
+    assert [s.at for s in (await store.samples(since=0))[steady]] == expected
+    assert old in await store.samples(since=0)
+    await store.record_samples([sample(steady, 1200.0)], interval=1, retention=100)
+    kept = await store.samples(since=0)
+    assert old not in kept  # older than 100 s before the newest sample
+    assert [s.at for s in kept[steady]] == [1200.0]
+    for bad in ({"interval": 0}, {"retention": -1}, {"interval": float("nan")}):
+        with pytest.raises(ConfigError, match="sample"):
+            await store.record_samples([sample(steady, 1300.0)], **bad)
+
+
+@pytest.mark.needs(*NEEDS)
+async def test_two_stores_sampling_at_once_keep_one_intact_series(
+    broker: Broker, states: JobStates, name: str
+) -> None:
+    if broker.private_store and states.atomic:
+        pytest.skip("a store private to its connection has no second connection to race")
+    other = open_results(states.results.url)
+    await other.connect()
+    try:
+        for cycle in range(30):
+            at = 1000.0 + 5 * cycle
+            await asyncio.gather(
+                states.results.record_samples([sample(name, at, 1)], interval=5),
+                other.record_samples([sample(name, at + 0.3, 2)], interval=5),
+            )
+        series = (await other.samples(since=0))[name]
+    finally:
+        await other.close()
+    assert len(series) == 30  # one per slot
+    assert [int(s.at // 5) for s in series] == [200 + cycle for cycle in range(30)]
+    for kept in series:  # each sample whole, as one of the two servers took it
+        assert kept in (sample(name, kept.at, 1), sample(name, kept.at, 2))
+        assert (kept.at % 5 == 0) == (kept.depth == 1)

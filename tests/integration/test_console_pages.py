@@ -44,13 +44,13 @@ async def test_overview_shows_queues_charts_alerts_and_dead_letters(app: App) ->
     assert '<a href="/dead-letters/mail">inspect</a>' in text
     assert refresh.status_code == 200
     panels = refresh.json()["panels"]
-    assert set(panels) == {"alerts", "queues", "charts", "dead-letters"}
+    assert set(panels) == {"alerts", "queues", "workers", "groups", "charts", "dead-letters"}
     assert "holds 1 dead letters" in panels["alerts"]
 
 
 async def test_charts_draw_depth_and_rates_from_the_sampled_history(app: App) -> None:
     register(app)
-    settings = ServerSettings(token=None, cache_seconds=0.0)
+    settings = ServerSettings(token=None, cache_seconds=0.0, sample_interval=0.001)
     server = create_server(app, settings)
     mount_console(server, app, settings)
     history = server.state.console.history

@@ -1,4 +1,5 @@
-"""The ResultStore interface: where job records, results and worker coordination live.
+"""The ResultStore interface: where job records, results, worker coordination and the
+console's queue history live.
 
 Kept apart from the Broker because real engines keep messages and state apart: RabbitMQ
 carries jobs, Redis (or a database) remembers what became of them, and several hosts
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -25,11 +27,15 @@ from conveyor.brokers.types import (
     JobQuery,
     JobRecord,
     JobSubmission,
+    QueueSample,
     Settlement,
     TaskStats,
     WorkerInfo,
 )
-from conveyor.errors import IdempotencyConflict
+from conveyor.errors import ConfigError, IdempotencyConflict
+
+SAMPLE_INTERVAL = 5.0
+SAMPLE_RETENTION = 3600.0
 
 
 def request_digest(task: str, body: bytes) -> str:
@@ -57,8 +63,38 @@ class JobStart:
     """The delivery's tag in the worker that started it (not stored)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """The rules every store keeps queue samples by, in whole milliseconds so that both
+    stores draw slot boundaries at the same instants."""
+
+    interval_ms: int
+    retention_ms: int
+
+    @classmethod
+    def of(cls, interval: float, retention: float) -> Sampling:
+        for name, value in (("interval", interval), ("retention", retention)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"sample {name} must be a number of seconds, not {value!r}")
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"sample {name} must be > 0 seconds, not {value}")
+        return cls(max(1, round(interval * 1000)), max(1, round(retention * 1000)))
+
+    @property
+    def limit(self) -> int:
+        """Samples kept per queue at most: a writer whose clock runs ahead still cannot
+        grow a series past what the retention holds at one sample per interval."""
+        return self.retention_ms // self.interval_ms + 1
+
+    def slot(self, at_ms: int) -> tuple[int, int]:
+        """The slot ``at_ms`` falls in, as [start, end) milliseconds."""
+        start = at_ms - at_ms % self.interval_ms
+        return start, start + self.interval_ms
+
+
 class ResultStore(ABC):
-    """Job records with a TTL, idempotency keys, rate-limit tokens and worker heartbeats.
+    """Job records with a TTL, idempotency keys, rate-limit tokens, worker heartbeats and
+    queue samples.
 
     Use it as an async context manager, or call ``connect()`` and ``close()``.
     """
@@ -198,3 +234,29 @@ class ResultStore(ABC):
 
     @abstractmethod
     async def forget_worker(self, worker_id: str) -> None: ...
+
+    # queue history, for charts that outlive a server and agree between servers
+
+    @abstractmethod
+    async def record_samples(
+        self,
+        samples: Sequence[QueueSample],
+        *,
+        interval: float = SAMPLE_INTERVAL,
+        retention: float = SAMPLE_RETENTION,
+    ) -> None:
+        """Keep queue figures for every server on this store to draw.
+
+        At most one sample per queue per ``interval``-long slot of time is kept, the first
+        recorded, so several servers sampling on their own clocks add no duplicates and
+        never interleave inside a series. Samples older than ``retention`` seconds before
+        the newest recorded are dropped, and at most ``Sampling.limit`` per queue are kept.
+        Times are kept to the millisecond. One transaction (one round trip) per call.
+        """
+
+    @abstractmethod
+    async def samples(
+        self, *, since: float, queues: Sequence[str] | None = None
+    ) -> dict[str, list[QueueSample]]:
+        """Kept samples taken at or after ``since``, oldest first, by queue (only those of
+        ``queues`` when given); a queue without any is left out."""

@@ -258,6 +258,23 @@ class QueueStats:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueSample:
+    """A queue's figures at one moment, kept by a ResultStore for charts that outlive the
+    server that drew them. ``None`` is a figure the broker could not know, never 0."""
+
+    queue: str
+    at: float
+    depth: int | None
+    published: int | None
+    acked: int | None
+    dead_lettered: int | None
+
+    @classmethod
+    def of(cls, stats: QueueStats, at: float) -> QueueSample:
+        return cls(stats.queue, at, stats.depth, stats.published, stats.acked, stats.dead_lettered)
+
+
+@dataclass(frozen=True, slots=True)
 class ExchangeStats:
     """An exchange, its bindings, and how many messages it could route nowhere (dropped).
 

@@ -83,6 +83,9 @@ class ServerSettings:
         cache_seconds: how long queue statistics, job figures and group lag are reused by
             the list, metrics and health endpoints (they cost a scan on the embedded broker).
         worker_lost_after: seconds without a heartbeat after which a worker counts as lost.
+        sample_interval: seconds between the console's samples of queue figures, kept in
+            the result store for its charts; the store keeps one per queue per interval,
+            whichever server on it took the sample first.
         duration_buckets: upper bounds (seconds) of the job duration histogram.
         alerts: thresholds of /health.
     """
@@ -93,6 +96,7 @@ class ServerSettings:
     max_body_bytes: int = 1024 * 1024
     cache_seconds: float = 1.0
     worker_lost_after: float = 15.0
+    sample_interval: float = 5.0
     duration_buckets: tuple[float, ...] = DURATION_BUCKETS
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
 
@@ -105,6 +109,10 @@ class ServerSettings:
             raise ConfigError(f"max_body_bytes must be at least 1, not {self.max_body_bytes}")
         if self.cache_seconds < 0 or self.worker_lost_after <= 0:
             raise ConfigError("cache_seconds must be >= 0 and worker_lost_after > 0")
+        if not 0 < self.sample_interval <= 3600:
+            raise ConfigError(
+                f"sample_interval must be > 0 and at most 3600 seconds, not {self.sample_interval}"
+            )
 
     @property
     def loopback(self) -> bool:

@@ -23,7 +23,7 @@ from conveyor.app import App
 from conveyor.brokers.base import Broker
 from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.stream_types import GroupInfo
-from conveyor.brokers.types import QueueSpec, QueueStats, TaskStats
+from conveyor.brokers.types import QueueSpec, QueueStats, TaskStats, WorkerInfo
 from conveyor.errors import ConfigError, QueueNotFound
 from conveyor.names import DEAD_LETTER_SUFFIX
 from conveyor.server.settings import ServerSettings
@@ -162,6 +162,28 @@ class ServerState:
             return infos
 
         return await self.cache.get("groups", load)
+
+    async def workers(self) -> list[WorkerInfo] | None:
+        """Every worker's last heartbeat (None where there is no worker registry: an App
+        without a result store)."""
+        if not self.app.has_results(await self.broker()):
+            return None
+        return await self.cache.get("workers", self.app.aworkers)
+
+    async def consumers(self) -> dict[str, int] | None:
+        """Live workers taking from each queue, as their heartbeats name it (None without
+        a registry). Code that consumes with the Broker API directly sends no heartbeat
+        and is not counted."""
+        workers = await self.workers()
+        if workers is None:
+            return None
+        now, after = time.time(), self.settings.worker_lost_after
+        counts: dict[str, int] = {}
+        for worker in workers:
+            if not worker.lost(now, after=after):
+                for queue in set(worker.queues):
+                    counts[queue] = counts.get(queue, 0) + 1
+        return counts
 
 
 def dead_letter_queue_of(spec: QueueSpec) -> str | None:

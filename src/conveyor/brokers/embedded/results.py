@@ -11,15 +11,22 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from conveyor.brokers.embedded import jobs, metrics
+from conveyor.brokers.embedded import history, jobs, metrics
 from conveyor.brokers.embedded.rows import now_ms
-from conveyor.brokers.results import JobStart, ResultStore
+from conveyor.brokers.results import (
+    SAMPLE_INTERVAL,
+    SAMPLE_RETENTION,
+    JobStart,
+    ResultStore,
+    Sampling,
+)
 from conveyor.brokers.types import (
     DURATION_BUCKETS,
     JobPage,
     JobQuery,
     JobRecord,
     JobSubmission,
+    QueueSample,
     Settlement,
     TaskStats,
     WorkerInfo,
@@ -114,6 +121,25 @@ class EmbeddedResults(ResultStore):
         await self.broker._write(
             lambda c, t, _: c.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
         )
+
+    async def record_samples(
+        self,
+        samples: Sequence[QueueSample],
+        *,
+        interval: float = SAMPLE_INTERVAL,
+        retention: float = SAMPLE_RETENTION,
+    ) -> None:
+        sampling = Sampling.of(interval, retention)
+        if samples:
+            await self.broker._write(lambda c, t, _: history.record(c, samples, sampling))
+
+    async def samples(
+        self, *, since: float, queues: Sequence[str] | None = None
+    ) -> dict[str, list[QueueSample]]:
+        if queues is not None and not queues:
+            return {}
+        since_ms = round(since * 1000)
+        return await self.broker._read(lambda c, t: history.read(c, since_ms, queues))
 
 
 def _record(

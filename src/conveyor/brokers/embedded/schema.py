@@ -200,7 +200,22 @@ _V4 = (
     "ALTER TABLE jobs ADD COLUMN request_digest TEXT",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+# The console's queue history (ResultStore.record_samples). Keyed by time within a queue,
+# so a chart reads one range; the time index lets one statement drop every queue's old rows.
+_V5 = (
+    """CREATE TABLE queue_samples (
+        queue TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        depth INTEGER,
+        published INTEGER,
+        acked INTEGER,
+        dead_lettered INTEGER,
+        PRIMARY KEY (queue, at_ms)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX queue_samples_by_time ON queue_samples (at_ms)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 """MIGRATIONS[n] takes a database from schema version n to n + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -9,6 +9,8 @@
 {prefix}rate:{key}         hash    a token bucket (tokens, updated_at_ms)
 {prefix}workers            hash    worker id -> WorkerInfo as JSON
 {prefix}done:{id}          channel told when that job finishes
+{prefix}samples:{queue}    zset    a queue's samples for charts (JSON), scored by time (ms)
+{prefix}sampled            zset    every sampled queue, scored by its newest sample's time
 ```
 
 The two sorted sets let ``job_stats`` find the kept records without SCAN, and let expired
@@ -54,3 +56,14 @@ class Keys:
 
     def done(self, job_id: str) -> str:
         return f"{self.prefix}done:{job_id}"
+
+    @property
+    def sampled(self) -> str:
+        return f"{self.prefix}sampled"
+
+    @property
+    def sample_prefix(self) -> str:
+        return f"{self.prefix}samples:"
+
+    def samples(self, queue: str) -> str:
+        return f"{self.prefix}samples:{queue}"

@@ -2,8 +2,8 @@
 
 Job records are hashes that Redis expires itself once a job has finished; every step that
 reads a record to decide what to write (put-if-absent by idempotency key, cancelling, rate
-limits) is one Lua script, so racing processes cannot interleave inside it. Batches are
-pipelined. Key layout: ``conveyor.brokers.redis.keys``.
+limits, a queue sample's slot) is one Lua script, so racing processes cannot interleave
+inside it. Batches are pipelined. Key layout: ``conveyor.brokers.redis.keys``.
 
 Scripts name keys they derive from what they read (the job an idempotency key points
 to), which Redis Cluster refuses: use a single server, or a primary with replicas.
@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import math
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -28,7 +29,13 @@ from conveyor.brokers.redis.records import dumps, pairs, record, stamp
 from conveyor.brokers.redis.scripts import Call
 from conveyor.brokers.redis.stats import duration, task_stats
 from conveyor.brokers.redis.watch import Watcher
-from conveyor.brokers.results import JobStart, ResultStore
+from conveyor.brokers.results import (
+    SAMPLE_INTERVAL,
+    SAMPLE_RETENTION,
+    JobStart,
+    ResultStore,
+    Sampling,
+)
 from conveyor.brokers.types import (
     DURATION_BUCKETS,
     JobPage,
@@ -36,6 +43,7 @@ from conveyor.brokers.types import (
     JobRecord,
     JobStatus,
     JobSubmission,
+    QueueSample,
     Settlement,
     TaskStats,
     WorkerInfo,
@@ -392,6 +400,71 @@ class RedisResultStore(ResultStore):
     async def forget_worker(self, worker_id: str) -> None:
         with self._endpoint.errors():
             await answer(self._redis().hdel(self.keys.workers, worker_id))
+
+    # queue history
+
+    async def record_samples(
+        self,
+        samples: Sequence[QueueSample],
+        *,
+        interval: float = SAMPLE_INTERVAL,
+        retention: float = SAMPLE_RETENTION,
+    ) -> None:
+        """One script run per sampling cycle (a few hundred queues each), pipelined."""
+        sampling = Sampling.of(interval, retention)
+        if not samples:
+            return
+        newest = max(round(sample.at * 1000) for sample in samples)
+        ttl = str(math.ceil(sampling.retention_ms / 1000) + 1)
+        calls = []
+        for batch in scripts.batches(samples, _SCRIPT_BATCH):
+            rows = []
+            for sample in batch:
+                at_ms = round(sample.at * 1000)
+                start, end = sampling.slot(at_ms)
+                member = [at_ms, sample.depth, sample.published, sample.acked, sample.dead_lettered]
+                cutoff = at_ms - sampling.retention_ms
+                rows.append([sample.queue, str(at_ms), str(start), str(end), str(cutoff),
+                             _packed(member)])  # fmt: skip
+            calls.append(
+                Call(
+                    scripts.SAMPLES,
+                    [self.keys.sampled],
+                    [
+                        self.keys.sample_prefix,
+                        str(sampling.limit),
+                        ttl,
+                        str(newest - sampling.retention_ms),
+                        _packed(rows),
+                    ],
+                )
+            )
+        await self._run(calls)
+
+    async def samples(
+        self, *, since: float, queues: Sequence[str] | None = None
+    ) -> dict[str, list[QueueSample]]:
+        since_ms = str(round(since * 1000))
+        client = self._redis()
+        with self._endpoint.errors():
+            if queues is None:
+                queues = await answer(client.zrangebyscore(self.keys.sampled, since_ms, "+inf"))
+            if not queues:
+                return {}
+            pipeline = client.pipeline(transaction=False)
+            for queue in queues:
+                pipeline.zrangebyscore(self.keys.samples(queue), since_ms, "+inf")
+            replies = await pipeline.execute()
+        found: dict[str, list[QueueSample]] = {}
+        for queue, members in zip(queues, replies, strict=True):
+            if members:
+                found[queue] = [_sample(queue, member) for member in members]
+        return found
+
+
+def _sample(queue: str, member: str) -> QueueSample:
+    at_ms, depth, published, acked, dead_lettered = json.loads(member)[:5]
+    return QueueSample(queue, at_ms / 1000, depth, published, acked, dead_lettered)
 
 
 def _packed(rows: Iterable[object]) -> str:

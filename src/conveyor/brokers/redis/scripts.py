@@ -59,6 +59,7 @@ SUCCEEDED = Script.named("succeeded")
 SWEEP = Script.named("sweep")
 RATE = Script.named("rate")
 STATUSES = Script.named("statuses")
+SAMPLES = Script.named("samples")
 
 
 async def run(client: redis.asyncio.Redis, call: Call) -> Any:

@@ -32,7 +32,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.app import App
 from conveyor.errors import ConveyorError
-from conveyor.server.console import auth, dead_letters, operations, queues, streams
+from conveyor.server.console import (
+    auth,
+    dead_letters,
+    operations,
+    overview,
+    queues,
+    streams,
+)
 from conveyor.server.console.web import Console, Forbidden, NotFound, console_of
 from conveyor.server.errors import status_of
 from conveyor.server.security import BearerAuth, BodyLimit
@@ -80,7 +87,14 @@ def mount_console(server: FastAPI, app: App, settings: ServerSettings) -> None:
     server.state.console = console
 
 
-ROUTERS = (auth.router, queues.router, dead_letters.router, streams.router, operations.router)
+ROUTERS = (
+    auth.router,
+    overview.router,
+    queues.router,
+    dead_letters.router,
+    streams.router,
+    operations.router,
+)
 
 
 def console_app(console: Console) -> FastAPI:

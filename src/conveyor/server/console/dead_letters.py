@@ -1,12 +1,22 @@
 """The dead-letter inspector: task queues' dead letters (``<queue>.dlq``) listed, inspected,
-replayed (to their queue or another one) and purged, through CSRF-checked forms."""
+replayed (to their queue or another one) and purged, through CSRF-checked forms; and the
+dead-letter topics of stream subscribers, each with its newest records."""
 
 from __future__ import annotations
+
+import contextlib
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from conveyor.errors import ConfigError, QueueNotFound
+from conveyor.brokers.capabilities import Capability
+from conveyor.errors import ConfigError, QueueNotFound, TopicNotFound
+from conveyor.events.dead_letters import (
+    DeadLetterTopic,
+    StreamDeadLetter,
+    is_dead_letter_topic,
+    read_dead_letter_topic,
+)
 from conveyor.names import check_name
 from conveyor.server.console.html import (
     Html,
@@ -41,6 +51,8 @@ router = APIRouter(prefix="/dead-letters")
 
 PAGE_SIZE = 25
 SCAN_PAGE = 500
+NEWEST = 10
+"""Records shown of each dead-letter topic."""
 
 
 @router.get("")
@@ -118,7 +130,89 @@ async def index_page(console: Console) -> Page:
     page = Page("Dead letters", "dead-letters")
     body = table(["Queue", "Dead-letter queue", "Dead letters"], rows, empty="No task queues yet.")
     page.add("queues", "Task queues", body)
+    if Capability.STREAMS in (await console.state.broker()).capabilities:
+        topics = await dead_letter_topics(console)
+        page.add("topics", "Stream dead-letter topics", topic_panel(topics))
     return page
+
+
+async def dead_letter_topics(console: Console) -> list[DeadLetterTopic]:
+    """Topics named ``<topic>.dlq``, and those the App's subscribers dead-letter to under
+    another name."""
+    broker = await console.state.broker()
+    chosen = {s.options.dead_letter_topic for s in console.app.subscribers.values()}
+    found = []
+    for spec in await broker.list_topics():
+        if is_dead_letter_topic(spec.name) or spec.name in chosen:
+            with contextlib.suppress(TopicNotFound):  # deleted meanwhile
+                found.append(await read_dead_letter_topic(broker, spec.name, limit=NEWEST))
+    return found
+
+
+def topic_panel(topics: list[DeadLetterTopic]) -> Html:
+    summary = table(
+        ["Dead-letter topic", "Records", "Newest failure"],
+        [
+            [
+                fmt('<a href="#dlq-topic-{}">{}</a>', topic.name, topic.name),
+                topic.records,
+                moment(topic.newest[0].when) if topic.newest else "—",
+            ]
+            for topic in topics
+        ],
+        empty="No dead-letter topics: no subscriber has given up on a record.",
+    )
+    return join([summary, *(topic_section(topic) for topic in topics)])
+
+
+def topic_section(topic: DeadLetterTopic) -> Html:
+    rows = [
+        [
+            moment(dead.when),
+            dead.subscriber or "—",
+            dead.group or "—",
+            origin(dead),
+            "—" if dead.attempts is None else dead.attempts,
+            dead.error_type or "—",
+            shorten(dead.error_message, 160) or "—",
+            record_details(dead),
+        ]
+        for dead in topic.newest
+    ]
+    headers = ["Failed", "Subscriber", "Group", "From", "Attempts", "Error", "Message", "Record"]
+    shown = f"The newest {len(topic.newest)} of {topic.records}, newest first."
+    return fmt(
+        '<h3 id="dlq-topic-{}">{}</h3><p class="sub">{}</p>{}',
+        topic.name,
+        topic.name,
+        shown,
+        table(headers, rows, empty="Empty: retention removed its records."),
+    )
+
+
+def origin(dead: StreamDeadLetter) -> str:
+    if dead.original_topic is None:
+        return "—"
+    where = dead.original_topic
+    if dead.original_partition is not None:
+        where += f"[{dead.original_partition}]"
+    if dead.original_offset is not None:
+        where += f" @ {dead.original_offset}"
+    return where
+
+
+def record_details(dead: StreamDeadLetter) -> Html:
+    record = dead.record
+    key = record.key.decode("utf-8", "backslashreplace") if record.key is not None else None
+    value = "" if record.value is None else record.value.decode("utf-8", "backslashreplace")
+    return fmt(
+        '<details class="body" data-key="{}"><summary>{}</summary>{}{}{}</details>',
+        f"{record.topic}:{record.partition}:{record.offset}",
+        shorten(" ".join(value.split()), 80) or "(no value)",
+        pre(f"key: {key}" if key is not None else "no key"),
+        pre(as_json(dict(dead.original_headers)), "headers"),
+        pre(dead.traceback or "no traceback recorded", "traceback"),
+    )
 
 
 async def list_page(console: Console, session: Session, queue: str, offset: int) -> Page:

@@ -1,5 +1,5 @@
-"""The overview (alerts, queues with their last hour, dead letters) and a queue's page with
-its message browser."""
+"""A queue's page (figures, consumers, its last hour, the message browser), and the queue
+table and charts the overview shows too."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from fastapi.responses import Response
 from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.types import QueuedMessage
 from conveyor.errors import QueueNotFound
-from conveyor.names import DEAD_LETTER_SUFFIX
-from conveyor.server import health
 from conveyor.server.console.charts import Line, chart
-from conveyor.server.console.history import QueueSeries
+from conveyor.server.console.history import EMPTY, QueueSeries
 from conveyor.server.console.html import (
     Html,
     age,
@@ -44,12 +42,6 @@ PAGE_SIZE = 25
 PREVIEW = 120
 
 
-@router.get("/")
-async def overview(request: Request) -> Response:
-    console = console_of(request)
-    return await console.page(request, lambda session: overview_page(console))
-
-
 @router.get("/queues/{name}")
 async def queue_detail(request: Request, name: str) -> Response:
     console = console_of(request)
@@ -58,33 +50,45 @@ async def queue_detail(request: Request, name: str) -> Response:
     return await console.page(request, lambda session: queue_page(console, name, offset, limit))
 
 
-async def overview_page(console: Console) -> Page:
-    await console.history.sample_if_due()
-    status, reasons = await health.check(console.state)
-    views = await console.state.queue_views()
-    names = {view.spec.name for view in views}
-    work = [view for view in views if not view.is_dead_letter_queue]
-    dead = [view for view in views if view.is_dead_letter_queue]
-    page = Page("Overview", "overview")
-    page.add("alerts", "Alerts", alerts(status, reasons))
-    page.add("queues", "Queues", queue_table(console, work, names))
-    page.add("charts", "The last hour", queue_charts(console, work))
-    page.add("dead-letters", "Dead letters", dead_letter_summary(dead, names))
-    return page
+Consumers = dict[str, int] | None
+"""Live workers per queue, None where nothing can say (see ServerState.consumers)."""
+
+NO_HISTORY = (
+    "Charts need a result store to keep their samples in: pass App(..., results_url=...) "
+    "(a Redis or sqlite:/// URL)."
+)
 
 
-def alerts(status: str, reasons: list[str]) -> Html:
-    kind = {"ok": "ok", "degraded": "warn"}.get(status, "bad")
-    items = join(fmt("<li>{}</li>", reason) for reason in reasons)
-    listed = fmt('<ul class="alerts">{}</ul>', items) if reasons else fmt("<p>{}</p>", "No alerts.")
-    return fmt("<p>Health: {}</p>{}", badge(status, kind), listed)
+def starved(view: QueueView, consumers: Consumers) -> bool:
+    """A task queue with messages ready and, as far as the registry knows, no consumer."""
+    return (
+        consumers is not None
+        and not view.is_dead_letter_queue
+        and view.stats.ready > 0
+        and not consumers.get(view.spec.name)
+    )
 
 
-def queue_table(console: Console, views: list[QueueView], names: set[str]) -> Html:
+def consumers_cell(view: QueueView, consumers: Consumers) -> object:
+    """The count ("—" where unknown), labelled in words when nothing takes a backlog."""
+    if consumers is None:
+        return "—"
+    count = consumers.get(view.spec.name, 0)
+    if starved(view, consumers):
+        return fmt('<span class="no-consumer">{} {}</span>', count, badge("no consumer", "bad"))
+    return count
+
+
+def queue_table(
+    views: list[QueueView],
+    names: set[str],
+    consumers: Consumers,
+    series: dict[str, QueueSeries] | None,
+) -> Html:
     rows = []
     for view in views:
         name, stats = view.spec.name, view.stats
-        series = console.history.series(name)
+        drawn = (series or {}).get(name, EMPTY)
         dead = dead_letter_queue(name)
         rows.append(
             [
@@ -92,27 +96,31 @@ def queue_table(console: Console, views: list[QueueView], names: set[str]) -> Ht
                 stats.ready,
                 known(stats.delayed),
                 known(stats.unacked),
+                consumers_cell(view, consumers),
                 age(stats.oldest_age).removesuffix(" ago"),
-                rate(series.latest(series.published)),
-                rate(series.latest(series.acked)),
-                rate(series.latest(series.dead_lettered)),
+                rate(drawn.latest(drawn.published)),
+                rate(drawn.latest(drawn.acked)),
+                rate(drawn.latest(drawn.dead_lettered)),
                 link(url("/dead-letters", name), dead) if dead in names else "—",
             ]
         )
-    headers = ["Queue", "Ready", "Delayed", "Unacked", "Oldest", "Published", "Acked"]
-    headers += ["Dead-lettered", "Dead letters"]
+    headers = ["Queue", "Ready", "Delayed", "Unacked", "Consumers", "Oldest", "Published"]
+    headers += ["Acked", "Dead-lettered", "Dead letters"]
     return table(headers, rows, empty="No queues yet.")
 
 
-def queue_charts(console: Console, views: list[QueueView]) -> Html:
+def queue_charts(
+    views: list[QueueView], series: dict[str, QueueSeries] | None, window: float
+) -> Html:
+    if series is None:
+        return fmt("<p>{}</p>", NO_HISTORY)
     if not views:
         return fmt("<p>{}</p>", "No queues yet.")
-    window = console.history.window
     return join(
         fmt(
             '<div class="chart-row"><h3>{}</h3>{}</div>',
             link(url("/queues", view.spec.name), view.spec.name),
-            charts(console.history.series(view.spec.name), window),
+            charts(series.get(view.spec.name, EMPTY), window),
         )
         for view in views
     )
@@ -145,31 +153,22 @@ def whole(value: float) -> str:
     return f"{value:.0f}"
 
 
-def dead_letter_summary(views: list[QueueView], names: set[str]) -> Html:
-    rows = []
-    for view in views:
-        name = view.spec.name
-        source = name.removesuffix(DEAD_LETTER_SUFFIX)
-        if name.endswith(DEAD_LETTER_SUFFIX) and source in names:
-            target = link(url("/dead-letters", source), "inspect")
-        else:
-            target = link(url("/queues", name), "browse")
-        rows.append([name, view.stats.depth, target])
-    return table(["Dead-letter queue", "Messages", ""], rows, empty="No dead-letter queues.")
-
-
 async def queue_page(console: Console, name: str, offset: int, limit: int) -> Page:
     state = console.state
     views = await state.queue_views([await state.queue_spec(name)])
     if not views:
         raise QueueNotFound(name)
     view = views[0]
-    await console.history.sample_if_due()
+    history = console.history
+    await history.sample_if_due()
+    series = await history.series([name])
     broker = await state.broker()
     page = Page(f"Queue {name}", "overview")
-    page.add("figures", "Figures", queue_facts(view))
-    history = console.history
-    drawn = fmt('<div class="chart-grid">{}</div>', charts(history.series(name), history.window))
+    page.add("figures", "Figures", queue_facts(view, await state.consumers()))
+    if series is None:
+        drawn = fmt("<p>{}</p>", NO_HISTORY)
+    else:
+        drawn = fmt('<div class="chart-grid">{}</div>', charts(series[name], history.window))
     page.add("charts", "The last hour", drawn)
     if Capability.BROWSE not in broker.capabilities:
         unbrowsable = (
@@ -186,7 +185,7 @@ async def queue_page(console: Console, name: str, offset: int, limit: int) -> Pa
     return page
 
 
-def queue_facts(view: QueueView) -> Html:
+def queue_facts(view: QueueView, consumers: Consumers) -> Html:
     stats = view.stats
     dead = view.dead_letter_queue
     return facts(
@@ -194,6 +193,7 @@ def queue_facts(view: QueueView) -> Html:
             ("Ready", stats.ready),
             ("Delayed", known(stats.delayed)),
             ("Unacked (leased)", known(stats.unacked)),
+            ("Consumers (live workers)", consumers_cell(view, consumers)),
             ("Bytes", "unknown" if stats.bytes is None else size(stats.bytes)),
             ("Oldest ready", age(stats.oldest_age).removesuffix(" ago")),
             ("Published", known(stats.published)),
