@@ -68,3 +68,18 @@ def test_the_newsletter_demo_sends_retries_and_dead_letters_then_exits_zero() ->
     assert re.search(r"retried +200 ", summary), summary  # every 10th reader greylisted once
     assert re.search(r"dead-lettered +4 ", summary), summary
     assert "console: http://127.0.0.1:" in summary
+
+
+def test_the_readme_describes_make_demo_as_the_campaign_it_runs() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^demo:.*\n\t(.+)$", makefile, re.MULTILINE)
+    assert recipe, "no demo target in the Makefile"
+    assert recipe.group(1).endswith("-m conveyor.demo")  # the newsletter campaign above
+    readme = (ROOT / "README.md").read_text()
+    quick_start = re.search(r"^make demo +# (.+)$", readme, re.MULTILINE)
+    assert quick_start, "no `make demo` line in the README's quick start"
+    assert "newsletter campaign" in quick_start.group(1)
+    described = readme[readme.index("`make demo` runs") :]
+    for part in ("SMTP server", "autoscaled worker processes", "console", "10,000 emails",
+                 "dead-letter the bounces", "--once"):  # fmt: skip
+        assert part in described, part
