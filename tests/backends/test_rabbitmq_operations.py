@@ -133,19 +133,20 @@ async def test_a_worker_process_runs_retries_and_dead_letters_tasks_on_rabbitmq(
     assert (await app.ajob(poison.id)).status.value == "dead"
     assert (tmp_path / "poison").read_text() == "xx"
 
-    (dead,) = (await asyncio.to_thread(cli, "dlq", "list", "ops", "--json")).json()
+    (dead,) = (await asyncio.to_thread(cli, "dlq", "list", "ops", "--json")).json()["items"]
     assert (dead["job_id"], dead["task"], dead["attempts"]) == (poison.id, "ops.poison", 2)
     assert (dead["error_type"], dead["error_message"]) == ("ValueError", "poison attempt 2")
     assert dead["reason"] == "retries_exhausted"
-    assert "ValueError" in dead["traceback"]
-    assert dead["dead_letter_queue"] == dead_letter_queue("ops")
+    shown = (await asyncio.to_thread(cli, "dlq", "show", "ops", poison.id, "--json")).json()
+    assert "ValueError" in shown["traceback"]
+    assert shown["message"]["headers"]["x-death"][0]["queue"] == "ops"
 
     assert (await asyncio.to_thread(cli, "dlq", "replay", "ops")).code == 0
     with pytest.raises(JobFailed):
         await (await app.ajob(poison.id)).aresult(timeout=30)
     assert (tmp_path / "poison").read_text() == "xxxx"
 
-    workers = (await asyncio.to_thread(cli, "workers", "--json")).json()
+    workers = (await asyncio.to_thread(cli, "workers", "--json")).json()["items"]
     assert [entry["queues"] for entry in workers] == [["ops"]]
     worker.send_signal(signal.SIGTERM)
     _, log = worker.communicate(timeout=30)

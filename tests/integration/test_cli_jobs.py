@@ -7,11 +7,13 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conveyor.app import App
 from conveyor.brokers.types import QueueSpec, WorkerInfo
 from conveyor.cli import tools
+from conveyor.server import ServerSettings, create_server
 from conveyor.worker.consume import Worker
 from tests.integration.cli_support import Cli, conveyor
 
@@ -73,13 +75,14 @@ def test_dlq_list_and_show_with_the_app_or_the_broker_url(
     assert [row[0] for row in table[1:]] == jobs["dead"]
     assert table[1][1:4] == ["explode", "retries_exhausted", "1"]
     assert listing.out.splitlines()[1].endswith("  ValueError: order 0 is broken")
-    listed = cli("dlq", "list", "--app", APP, "--json").json()
+    listed = cli("dlq", "list", "--app", APP, "--json").json()["items"]
     assert [d["job_id"] for d in listed] == jobs["dead"]
     assert listed[1]["arguments"] == {"order": 1}
     assert listed[1]["error_type"] == "ValueError"
     assert listed[1]["error_message"] == "order 1 is broken"
     assert [
-        d["job_id"] for d in cli("dlq", "list", "--limit", "1", "--offset", "2", "--json").json()
+        d["job_id"]
+        for d in cli("dlq", "list", "--limit", "1", "--offset", "2", "--json").json()["items"]
     ] == [jobs["dead"][2]]
 
     shown = cli("dlq", "show", jobs["dead"][0])
@@ -185,12 +188,43 @@ def test_workers_shows_heartbeats_and_lost_ones(cli: Cli, tmp_path: Path) -> Non
     assert rows["w-1"][1:8] == ["host-a", "11", "default,mail", "8", "2", "40", "1"]
     assert rows["w-1"][-1] == "no"
     assert rows["w-2"][-1] == "yes"
-    data = {w["id"]: w for w in cli("workers", "--json").json()}
+    data = {w["id"]: w for w in cli("workers", "--json").json()["items"]}
     assert data["w-1"]["queues"] == ["default", "mail"]
     assert data["w-2"]["lost"] is True
     cli.broker(lambda b: b.declare_queue(QueueSpec("default")))
     queues = {q["name"]: q for q in cli("queues", "list", "--json").json()}
     assert queues["default"]["workers"] == 1  # only the live one counts
+
+
+def test_json_listings_print_what_the_http_api_answers(
+    cli: Cli, jobs: dict[str, list[str]], sqlite_url: str
+) -> None:
+    cli.broker(lambda b: b.results().heartbeat(WorkerInfo("w-9", "host-c", 9, ("default",), 0, 0)))
+    asked = {
+        "/api/queues/default/dead-letters?limit=2&offset=1": ["dlq", "list", "--limit", "2",
+                                                             "--offset", "1"],
+        f"/api/queues/default/dead-letters/{jobs['dead'][1]}": ["dlq", "show", jobs["dead"][1]],
+        "/api/jobs?status=dead&limit=2": ["jobs", "list", "--status", "dead", "--limit", "2"],
+        "/api/workers?limit=5&offset=0": ["workers", "--limit", "5"],
+    }  # fmt: skip
+
+    async def answers() -> dict[str, object]:
+        served = App(sqlite_url)
+        server = create_server(served, ServerSettings(token=None, cache_seconds=0.0))
+        transport = httpx.ASGITransport(app=server)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://c.test") as client:
+                return {path: (await client.get(path)).json() for path in asked}
+        finally:
+            await served.aclose()
+
+    api = asyncio.run(answers())
+    for path, command in asked.items():
+        assert cli(*command, "--json").json() == api[path], path
+    assert api["/api/queues/default/dead-letters?limit=2&offset=1"]["total"] == 3
+    refused = cli("workers", "--offset", "-1")
+    assert refused.code == 2
+    assert "'-1' is not a whole number (0 or more)" in refused.err
 
 
 def test_bench_outside_a_source_checkout_is_one_line(tmp_path: Path) -> None:

@@ -221,6 +221,30 @@ def positive_int(text: str) -> int:
     return value
 
 
+def whole_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(f"{text!r} is not a whole number (0 or more)")
+    return value
+
+
+def add_paging(command: Any, default_limit: int) -> None:
+    """``--limit`` and ``--offset``, as every listing takes them (and the API's pages)."""
+    command.add_argument(
+        "--limit",
+        type=argument_type(positive_int),
+        default=default_limit,
+        metavar="N",
+        help=f"at most N (default {default_limit})",
+    )
+    command.add_argument(
+        "--offset", type=argument_type(whole_number), default=0, metavar="N", help="skip N"
+    )
+
+
 def duration_type(text: str) -> float:
     return float(argument_type(parse_duration)(text))
 

@@ -16,8 +16,7 @@ from conveyor.cli.common import (
     UsageError,
     add_command,
     add_group,
-    argument_type,
-    positive_int,
+    add_paging,
 )
 from conveyor.cli.output import (
     Column,
@@ -31,6 +30,7 @@ from conveyor.cli.output import (
     when,
 )
 from conveyor.errors import ConfigError, QueueNotFound
+from conveyor.shapes import Paging, dead_letter_json
 from conveyor.tasks.dead_letters import DeadLetter
 from conveyor.tasks.states import dead_letter_queue
 
@@ -39,11 +39,9 @@ PAGE = 500
 
 def add_parser(commands: Any) -> None:
     dlq = add_group(commands, "dlq", "list, show, replay and purge dead jobs")
-    count = argument_type(positive_int)
     listing = add_command(dlq, "list", list_dead, "dead jobs of a task queue, oldest first")
     _queue_arguments(listing)
-    listing.add_argument("--limit", type=count, default=100, metavar="N", help="default 100")
-    listing.add_argument("--offset", type=int, default=0, metavar="N", help="skip N")
+    add_paging(listing, 100)
     show_one = add_command(dlq, "show", show_dead, "one dead job, with its traceback")
     show_one.add_argument("words", nargs="+", metavar="[QUEUE] JOB_ID")
     show_one.add_argument("--queue", dest="queue_option", metavar="QUEUE", help=_QUEUE_HELP)
@@ -107,15 +105,6 @@ async def _task_queue(ctx: Context, queue: str | None) -> str:
     return name
 
 
-def _row(dead: DeadLetter) -> dict[str, Any]:
-    return {
-        **dead.to_json(),
-        "traceback": dead.traceback,
-        "dead_letter_queue": dead.queued.queue,
-        "enqueued_at": dead.queued.enqueued_at,
-    }
-
-
 def _error(row: dict[str, Any], limit: int | None = None) -> str:
     if not row["error_type"]:
         return text(row["error_message"])
@@ -127,9 +116,10 @@ async def list_dead(ctx: Context) -> int:
     arguments = ctx.arguments
     queue = await _task_queue(ctx, _queue(ctx))
     dead = await ctx.app.adead_letters(queue, limit=arguments.limit, offset=arguments.offset)
-    rows = [_row(d) for d in dead]
+    rows = [dead_letter_json(d) for d in dead]
     if ctx.json:
-        print_json(rows)
+        total = (await ctx.broker.queue_stats(dead_letter_queue(queue))).at_least
+        print_json(Paging(arguments.limit, arguments.offset).page(rows, total))
         return 0
     for row in rows:
         row["error"] = _error(row, limit=60)
@@ -180,7 +170,7 @@ async def show_dead(ctx: Context) -> int:
     if dead is None:
         where = f"{dead_letter_queue(queue)!r}" if queue else "any task queue's dead letters"
         raise ConfigError(f"no dead job {job_id!r} in {where}")
-    row = _row(dead)
+    row = dead_letter_json(dead, detail=True)
     if ctx.json:
         print_json(row)
         return 0

@@ -16,13 +16,14 @@ from conveyor.cli.common import (
     Context,
     add_command,
     add_group,
+    add_paging,
     argument_type,
     parse_datetime,
     parse_duration,
-    positive_int,
 )
 from conveyor.cli.output import Column, ago, fields, number, print_json, show, text, when
 from conveyor.errors import ConfigError, JobError
+from conveyor.shapes import MAX_PAGE, Paging
 
 
 def add_parser(commands: Any) -> None:
@@ -37,8 +38,7 @@ def add_parser(commands: Any) -> None:
         metavar="WHEN",
         help="only jobs updated since: a duration ago (30m, 2h) or an ISO date-time",
     )
-    listing.add_argument("--limit", type=argument_type(positive_int), default=50, metavar="N")
-    listing.add_argument("--offset", type=int, default=0, metavar="N", help="skip N")
+    add_paging(listing, 50)
     add_command(jobs, "show", show_job, "a job's status, attempts, result and error").add_argument(
         "job_id"
     )
@@ -53,6 +53,7 @@ def add_parser(commands: Any) -> None:
         metavar="SECONDS",
         help="silence after which a worker counts as lost (default 15)",
     )
+    add_paging(workers, MAX_PAGE)
 
 
 _STATUSES = tuple(status.value for status in JobStatus)
@@ -88,9 +89,7 @@ async def list_jobs(ctx: Context) -> int:
     found = await (await ctx.results()).list_jobs(query)
     rows = [record.to_json() for record in found.items]
     if ctx.json:
-        print_json(
-            {"items": rows, "total": found.total, "limit": query.limit, "offset": query.offset}
-        )
+        print_json(Paging(query.limit, query.offset).page(rows, found.total))
         return 0
     now = time.time()
     for row, record in zip(rows, found.items, strict=True):
@@ -165,11 +164,15 @@ async def cancel_job(ctx: Context) -> int:
 
 
 async def list_workers(ctx: Context) -> int:
-    now = time.time()
+    now, arguments = time.time(), ctx.arguments
     workers = await (await ctx.results()).list_workers()
-    rows = [worker.to_json(now, ctx.arguments.lost_after) for worker in workers]
+    paging = Paging(arguments.limit, arguments.offset)
+    rows = [worker.to_json(now, arguments.lost_after) for worker in paging.slice(workers)]
+    if ctx.json:
+        print_json(paging.page(rows, len(workers)))
+        return 0
     show(
-        ctx.json,
+        False,
         rows,
         [
             Column("id", "id"),

@@ -6,25 +6,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from conveyor.server.api_queues import message_json
 from conveyor.server.errors import ApiError
 from conveyor.server.schemas import PageQuery, ReplayRequest
 from conveyor.server.state import ServerState, get_state
-from conveyor.tasks.dead_letters import DeadLetter, list_dead_letters
+from conveyor.shapes import dead_letter_json
+from conveyor.tasks.dead_letters import list_dead_letters
 from conveyor.tasks.states import dead_letter_queue
 
 router = APIRouter(prefix="/queues/{queue}/dead-letters", tags=["dead letters"])
 State = Annotated[ServerState, Depends(get_state)]
 
 SCAN_PAGE = 500
-
-
-def dead_letter_json(dead: DeadLetter, *, detail: bool = False) -> dict[str, Any]:
-    summary = dead.to_json()
-    if detail:
-        summary["traceback"] = dead.traceback
-        summary["message"] = message_json(dead.queued)
-    return summary
 
 
 @router.get("", summary="List a task queue's dead letters, oldest first")
@@ -34,7 +26,7 @@ async def list_queue_dead_letters(queue: str, state: State, paging: PageQuery) -
     total = (await state.queue_stats(dead_queue)).at_least
     broker = await state.broker()
     found = await list_dead_letters(broker, dead_queue, limit=paging.limit, offset=paging.offset)
-    return paging.page([dead_letter_json(dead) for dead in found], max(total, len(found)))
+    return paging.page([dead_letter_json(dead) for dead in found], total)
 
 
 @router.get("/{job_id}", summary="One dead letter with its traceback and message")

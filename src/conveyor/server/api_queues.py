@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 
 from conveyor.brokers.capabilities import Capability
-from conveyor.brokers.types import ExchangeSpec, ExchangeStats, QueuedMessage, QueueStats
+from conveyor.brokers.types import ExchangeSpec, ExchangeStats, QueueStats
 from conveyor.errors import QueueNotFound, Unroutable
 from conveyor.message import Message
 from conveyor.server.schemas import (
@@ -15,9 +15,9 @@ from conveyor.server.schemas import (
     PageQuery,
     PublishRequest,
     encode_body,
-    show_body,
 )
 from conveyor.server.state import QueueView, ServerState, get_state
+from conveyor.shapes import message_json
 
 router = APIRouter(tags=["queues"])
 State = Annotated[ServerState, Depends(get_state)]
@@ -46,24 +46,6 @@ def queue_json(view: QueueView) -> dict[str, Any]:
         "dead_letter_queue": view.dead_letter_queue,
         "is_dead_letter_queue": view.is_dead_letter_queue,
         "stats": stats_json(view.stats),
-    }
-
-
-def message_json(queued: QueuedMessage) -> dict[str, Any]:
-    message = queued.message
-    return {
-        "id": message.id,
-        "routing_key": message.routing_key,
-        "headers": dict(message.headers),
-        "priority": message.priority,
-        "ttl": message.ttl,
-        "timestamp": message.timestamp,
-        "content_type": message.content_type,
-        **show_body(bytes(message.body), message.content_type),
-        "delivery_count": queued.delivery_count,
-        "enqueued_at": queued.enqueued_at,
-        "available_at": queued.available_at,
-        "leased": queued.leased,
     }
 
 
@@ -117,7 +99,7 @@ async def browse_queue(name: str, state: State, paging: PageQuery) -> dict[str, 
     broker = await state.broker()
     messages = await broker.browse(name, limit=paging.limit, offset=paging.offset)
     total = (await state.queue_stats(name)).at_least
-    return paging.page([message_json(m) for m in messages], max(total, len(messages)))
+    return paging.page([message_json(m) for m in messages], total)
 
 
 @router.post("/queues/{name}/messages", status_code=202, summary="Publish a message to a queue")

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.brokers.types import MAX_SECONDS
-from conveyor.codecs import dumps, loads
-from conveyor.errors import DecodeError
+from conveyor.codecs import dumps
 from conveyor.server.errors import ApiError
-
-T = TypeVar("T")
-
-MAX_PAGE = 1000
+from conveyor.shapes import MAX_PAGE, Paging
 
 Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
 
@@ -67,18 +60,6 @@ class ReplayRequest(_Request):
     to_queue: str | None = Field(None, min_length=1, description="Default: the original queue.")
 
 
-@dataclass(frozen=True, slots=True)
-class Paging:
-    limit: int
-    offset: int
-
-    def page(self, items: Sequence[Any], total: int) -> dict[str, Any]:
-        return {"items": list(items), "total": total, "limit": self.limit, "offset": self.offset}
-
-    def slice(self, items: Sequence[T]) -> list[T]:
-        return list(items[self.offset : self.offset + self.limit])
-
-
 def _paging(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page.")] = 100,
     offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
@@ -96,19 +77,3 @@ def encode_body(body: Any, content_type: str | None) -> tuple[bytes, str]:
         return dumps(body), content_type or "application/json"
     except (TypeError, ValueError) as error:
         raise ApiError(422, "InvalidRequest", f"body: {error}", field="body") from None
-
-
-def show_body(body: bytes | None, content_type: str | None = None) -> dict[str, Any]:
-    """A stored body as JSON when it is JSON, else as text, else as base64."""
-    if body is None:
-        return {"body": None, "body_encoding": None}
-    kind = (content_type or "").split(";")[0].strip().lower()
-    if kind in ("", "application/json") or kind.endswith("+json"):
-        try:
-            return {"body": loads(body), "body_encoding": "json"}
-        except DecodeError:
-            pass
-    try:
-        return {"body": body.decode("utf-8"), "body_encoding": "text"}
-    except UnicodeDecodeError:
-        return {"body": base64.b64encode(body).decode(), "body_encoding": "base64"}

@@ -32,8 +32,8 @@ from conveyor.server.console.html import (
     url,
 )
 from conveyor.server.console.web import Console, Page, console_of, int_param
-from conveyor.server.schemas import show_body
 from conveyor.server.state import QueueView
+from conveyor.shapes import show_body
 from conveyor.tasks.states import dead_letter_queue
 
 router = APIRouter()
