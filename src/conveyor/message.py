@@ -93,12 +93,30 @@ def stored_message(
     return message
 
 
+_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_ENCODED_HEADERS: dict[tuple[str, str], str] = {}
+_ENCODED_HEADERS_MAX = 1024
+
+
 def encode_headers(headers: Mapping[str, Any]) -> str | None:
-    """Headers as compact JSON text, or None when there are none."""
+    """Headers as compact JSON text, or None when there are none.
+
+    Task messages carry one short header over and over (``{"task": "..."}``): one string
+    header's text is kept, which saves an encode per message sent.
+    """
     if not headers:
         return None
+    if len(headers) == 1:
+        ((name, value),) = headers.items()
+        if type(name) is str and type(value) is str:
+            known = _ENCODED_HEADERS.get((name, value))
+            if known is None:
+                known = _HEADER_ENCODER.encode(headers)
+                if len(_ENCODED_HEADERS) < _ENCODED_HEADERS_MAX:
+                    _ENCODED_HEADERS[name, value] = known
+            return known
     try:
-        return json.dumps(headers, separators=(",", ":"), allow_nan=False)
+        return _HEADER_ENCODER.encode(headers)
     except (TypeError, ValueError) as exc:
         raise MessageError(
             f"message headers must be JSON-compatible (str, numbers, bools, None, lists, "

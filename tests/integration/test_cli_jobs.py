@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -208,7 +209,7 @@ def test_json_listings_print_what_the_http_api_answers(
         "/api/workers?limit=5&offset=0": ["workers", "--limit", "5"],
     }  # fmt: skip
 
-    async def answers() -> dict[str, object]:
+    async def answers() -> dict[str, Any]:
         served = App(sqlite_url)
         server = create_server(served, ServerSettings(token=None, cache_seconds=0.0))
         transport = httpx.ASGITransport(app=server)

@@ -302,6 +302,44 @@ async def test_cancelled_job_never_runs(app: App) -> None:
     assert runs == []
 
 
+async def test_one_submission_of_mixed_queues_delays_and_keys_links_each_job_to_its_message(
+    app: App,
+) -> None:
+    ran: list[tuple[str, int]] = []
+
+    @app.task(queue="a")
+    def on_a(n: int) -> int:
+        ran.append(("a", n))
+        return n
+
+    @app.task(queue="b")
+    def on_b(n: int) -> int:
+        ran.append(("b", n))
+        return n
+
+    submissions = [
+        on_a.submission((1,)),
+        on_a.submission((2,)),
+        on_b.submission((3,)),
+        on_a.submission((4,), delay=0.3),
+        on_a.submission((5,), idempotency_key="five"),
+        on_a.submission((6,)),
+        on_a.submission((5,), idempotency_key="five"),
+        on_a.submission((7,)),
+    ]
+    jobs = await app.asubmit(submissions)
+    assert jobs[6].id == jobs[4].id
+    for cancelled in (jobs[1], jobs[3], jobs[5]):  # cancelling removes that job's own message
+        assert await cancelled.acancel()
+    await Worker(app, queues=["a", "b"]).run_until_idle()
+    await asyncio.sleep(0.35)  # past the delay: the cancelled delayed job stays gone
+    await Worker(app, queues=["a", "b"]).run_until_idle()
+    assert sorted(ran) == [("a", 1), ("a", 5), ("a", 7), ("b", 3)]
+    assert [await job.aresult(timeout=1) for job in (jobs[0], jobs[2], jobs[4], jobs[7])] == [
+        1, 3, 5, 7
+    ]  # fmt: skip
+
+
 async def test_result_times_out_while_no_worker_runs(app: App) -> None:
     @app.task
     def idle() -> None:

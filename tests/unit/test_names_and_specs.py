@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -89,6 +90,17 @@ def test_headers_round_trip_and_refuse_what_json_cannot_hold() -> None:
     assert decode_headers(encode_headers({"a": [1, "x"], "b": None})) == {"a": [1, "x"], "b": None}
     with pytest.raises(MessageError, match="JSON-compatible"):
         encode_headers({"when": object()})
+
+
+def test_one_string_header_encodes_as_json_would_however_many_distinct_ones_are_sent() -> None:
+    for number in range(1100):  # more than are kept: the rest are encoded each time
+        headers = {"task": f"tasks.n{number}é"}
+        expected = json.dumps(headers, separators=(",", ":"))
+        assert encode_headers(headers) == expected
+        assert encode_headers(headers) == expected
+    assert encode_headers({"attempt": 3}) == '{"attempt":3}'
+    with pytest.raises(MessageError, match="JSON-compatible"):
+        encode_headers({"ratio": float("nan")})
 
 
 def test_stored_headers_that_are_not_a_json_object_raise_decode_error() -> None:

@@ -45,39 +45,74 @@ def submit(
     now_ms: int,
     changes: Changes,
 ) -> list[JobRecord]:
-    """Record each job and enqueue its message in the caller's transaction."""
+    """Record each job and enqueue its message in the caller's transaction.
+
+    Consecutive submissions to one queue with one delay and no idempotency key go in
+    together: one insert of their messages, whose rowids are consecutive, and one of their
+    jobs. A keyed one goes alone, so that a later one with the same key finds it.
+    """
     records: list[JobRecord] = []
+    run: list[tuple[JobSubmission, Prepared]] = []
     for submission, prepared in submissions:
-        existing = _existing(connection, submission, now_ms)
-        if existing is not None:
-            check_same_request(submission, existing)
-            records.append(existing)
+        if run and (
+            submission.idempotency_key is not None
+            or submission.queue != run[0][0].queue
+            or submission.delay != run[0][0].delay
+        ):
+            records += _enqueue(connection, topology, run, now_ms, changes)
+            run = []
+        if submission.idempotency_key is not None:
+            existing = _existing(connection, submission, now_ms)
+            if existing is not None:
+                check_same_request(submission, existing)
+                records.append(existing)
+                continue
+            records += _enqueue(connection, topology, [(submission, prepared)], now_ms, changes)
             continue
-        queues.store(
-            connection,
-            topology,
-            [prepared],
-            exchange="",
-            mandatory=True,
-            available_at_ms=now_ms + int(submission.delay * 1000),
-            now_ms=now_ms,
-            changes=changes,
-        )
-        (rowid,) = connection.execute("SELECT last_insert_rowid()").fetchone()
-        queue = topology.queue(submission.queue).spec.name
-        records.append(_insert(connection, submission, queue, rowid, now_ms))
+        run.append((submission, prepared))
+    if run:
+        records += _enqueue(connection, topology, run, now_ms, changes)
     return records
+
+
+def _enqueue(
+    connection: sqlite3.Connection,
+    topology: Topology,
+    run: Sequence[tuple[JobSubmission, Prepared]],
+    now_ms: int,
+    changes: Changes,
+) -> list[JobRecord]:
+    """Store the messages of ``run`` (one queue, one delay), then their jobs."""
+    first = run[0][0]
+    queues.store(
+        connection,
+        topology,
+        [prepared for _, prepared in run],
+        exchange="",
+        mandatory=True,
+        available_at_ms=now_ms + int(first.delay * 1000),
+        now_ms=now_ms,
+        changes=changes,
+    )
+    (last_rowid,) = connection.execute("SELECT last_insert_rowid()").fetchone()
+    queue = topology.queue(first.queue).spec.name
+    rowid = last_rowid - len(run) + 1
+    return _insert(connection, [s for s, _ in run], queue, rowid, now_ms)
 
 
 def create(
     connection: sqlite3.Connection, submissions: Sequence[JobSubmission], now_ms: int
 ) -> list[JobRecord]:
     """Record jobs whose messages another broker carries (no message row to follow)."""
-    return [
-        _existing(connection, submission, now_ms)
-        or _insert(connection, submission, submission.queue, None, now_ms)
-        for submission in submissions
-    ]
+    records = []
+    for submission in submissions:
+        existing = _existing(connection, submission, now_ms)
+        records += (
+            [existing]
+            if existing
+            else _insert(connection, [submission], submission.queue, None, now_ms)
+        )
+    return records
 
 
 def _existing(
@@ -96,46 +131,56 @@ def _existing(
 
 def _insert(
     connection: sqlite3.Connection,
-    submission: JobSubmission,
+    submissions: Sequence[JobSubmission],
     queue: str,
-    message_rowid: int | None,
+    first_rowid: int | None,
     now_ms: int,
-) -> JobRecord:
-    delayed = submission.delay > 0
-    status = JobStatus.SCHEDULED if delayed else JobStatus.QUEUED
-    scheduled_for = now_ms + int(submission.delay * 1000) if delayed else None
-    job_id = submission.message.id
-    key = submission.idempotency_key
-    connection.execute(
+) -> list[JobRecord]:
+    """Insert the jobs; the n-th one's message is row ``first_rowid + n`` (None: none here)."""
+    rows = []
+    records = []
+    for number, submission in enumerate(submissions):
+        delayed = submission.delay > 0
+        status = JobStatus.SCHEDULED if delayed else JobStatus.QUEUED
+        scheduled_for = now_ms + int(submission.delay * 1000) if delayed else None
+        job_id = submission.message.id
+        key = submission.idempotency_key
+        rows.append(
+            (
+                job_id,
+                submission.task,
+                queue,
+                status.value,
+                key,
+                now_ms,
+                now_ms,
+                scheduled_for,
+                None if first_rowid is None else first_rowid + number,
+                int(submission.result_ttl * 1000),
+                submission.request_digest,
+            )
+        )
+        records.append(
+            JobRecord(
+                id=job_id,
+                task=submission.task,
+                queue=queue,
+                status=status,
+                attempts=0,
+                created_at=now_ms / 1000,
+                updated_at=now_ms / 1000,
+                scheduled_for=None if scheduled_for is None else scheduled_for / 1000,
+                idempotency_key=key,
+                request_digest=submission.request_digest,
+            )
+        )
+    connection.executemany(
         "INSERT INTO jobs (id, task, queue, status, idempotency_key, created_at_ms,"
         " updated_at_ms, scheduled_for_ms, message_rowid, result_ttl_ms, request_digest)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            job_id,
-            submission.task,
-            queue,
-            status.value,
-            key,
-            now_ms,
-            now_ms,
-            scheduled_for,
-            message_rowid,
-            int(submission.result_ttl * 1000),
-            submission.request_digest,
-        ),
+        rows,
     )
-    return JobRecord(
-        id=job_id,
-        task=submission.task,
-        queue=queue,
-        status=status,
-        attempts=0,
-        created_at=now_ms / 1000,
-        updated_at=now_ms / 1000,
-        scheduled_for=None if scheduled_for is None else scheduled_for / 1000,
-        idempotency_key=key,
-        request_digest=submission.request_digest,
-    )
+    return records
 
 
 def discard(connection: sqlite3.Connection, job_ids: Sequence[str]) -> None:
