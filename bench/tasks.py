@@ -31,6 +31,7 @@ import json
 import os
 import random
 import secrets
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -132,6 +133,11 @@ FIGURES: dict[str, tuple[str, str]] = {
     "worker_rss_mb": ("MB", "peak RSS (VmHWM) of the worker process during the sync drain"),
     "enqueue_single_per_s": ("tasks/s", "task.delay() one call per task, no event loop"),
     "enqueue_single_async_per_s": ("tasks/s", "await task.adelay() one call per task"),
+    "raw_sqlite_enqueue_per_s": (
+        "tasks/s",
+        "raw sqlite3 on delay()'s file: BEGIN IMMEDIATE; INSERT message; INSERT job;"
+        " UPDATE the queue's counter; COMMIT",
+    ),
     "enqueue_batch_per_s": ("tasks/s", f"task.send_many() of {BATCH} calls, no event loop"),
     "enqueue_batch_async_per_s": ("tasks/s", f"await task.asend_many() of {BATCH} calls"),
     "publish_batch_per_s": (
@@ -168,6 +174,15 @@ RATIOS: dict[str, tuple[str, str]] = {
     "enqueue_single_async_vs_fastest_peer": (
         "x",
         "enqueue_single_async_per_s / the largest peer_*_enqueue_per_s",
+    ),
+    "enqueue_single_vs_raw_sqlite": (
+        "x",
+        "enqueue_single_per_s / raw_sqlite_enqueue_per_s: delay()'s share of the bare commit",
+    ),
+    "raw_sqlite_enqueue_vs_fastest_peer": (
+        "x",
+        "raw_sqlite_enqueue_per_s / the largest peer_*_enqueue_per_s: the ceiling of the"
+        " one-call enqueue ratios",
     ),
     "enqueue_batch_vs_publish_batch": (
         "x",
@@ -226,10 +241,15 @@ def ratios(results: Mapping[str, float]) -> Figures:
         ("e2e_async_vs_fastest_peer", "e2e_async_per_s", "_e2e_per_s"),
         ("enqueue_single_vs_fastest_peer", "enqueue_single_per_s", "_enqueue_per_s"),
         ("enqueue_single_async_vs_fastest_peer", "enqueue_single_async_per_s", "_enqueue_per_s"),
+        ("raw_sqlite_enqueue_vs_fastest_peer", "raw_sqlite_enqueue_per_s", "_enqueue_per_s"),
     ):
         best = fastest_peer(results, suffix)
         if figure in results and best:
             found[ratio] = results[figure] / best
+    if "enqueue_single_per_s" in results and results.get("raw_sqlite_enqueue_per_s"):
+        found["enqueue_single_vs_raw_sqlite"] = (
+            results["enqueue_single_per_s"] / results["raw_sqlite_enqueue_per_s"]
+        )
     if results.get("enqueue_batch_per_s") and results.get("publish_batch_per_s"):
         found["enqueue_batch_vs_publish_batch"] = (
             results["enqueue_batch_per_s"] / results["publish_batch_per_s"]
@@ -283,6 +303,8 @@ def measure(directory: Path, sizes: Sizes) -> Figures:
 
     progress(f"enqueue: {sizes.enqueue_single:,} task.delay() calls, sync")
     results["enqueue_single_per_s"] = enqueue_single(directory / "single.db", sizes)
+    progress(f"raw sqlite3: {sizes.enqueue_single:,} delay() transactions on the same file")
+    results["raw_sqlite_enqueue_per_s"] = raw_enqueue(directory / "single.db", sizes)
     progress(f"enqueue: {sizes.enqueue_single:,} await task.adelay() calls")
     results["enqueue_single_async_per_s"] = asyncio.run(
         enqueue_single_async(directory / "single-async.db", sizes)
@@ -335,6 +357,51 @@ def enqueue_single(path: Path, sizes: Sizes) -> float:
     finally:
         app.close()
     return per_second(sizes.enqueue_single, watch.seconds)
+
+
+def raw_enqueue(path: Path, sizes: Sizes) -> float:
+    """The statements of one ``delay()`` with no Python around them: a stored message and
+    job copied under new ids, one transaction each, on the file ``delay()`` just filled
+    (same schema, indexes and durability)."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA synchronous = NORMAL")
+        message_columns = _columns(connection, "messages")[1:]  # the rowid is assigned
+        job_columns = _columns(connection, "jobs")
+        message = connection.execute(
+            f"SELECT {', '.join(message_columns)} FROM messages LIMIT 1"
+        ).fetchone()
+        job = connection.execute(f"SELECT {', '.join(job_columns)} FROM jobs LIMIT 1").fetchone()
+        (queue_id,) = connection.execute("SELECT id FROM queues WHERE name = 'bench'").fetchone()
+        insert_message = _insert_statement("messages", message_columns)
+        insert_job = _insert_statement("jobs", job_columns)
+        message_id = message_columns.index("message_id")
+        rowid = job_columns.index("message_rowid")
+        ids = [f"raw-{secrets.token_hex(8)}" for _ in range(sizes.enqueue_single)]
+        with Stopwatch() as watch:
+            for new_id in ids:
+                connection.execute("BEGIN IMMEDIATE")
+                row = list(message)
+                row[message_id] = new_id
+                inserted = connection.execute(insert_message, row).lastrowid
+                record = list(job)
+                record[0], record[rowid] = new_id, inserted
+                connection.execute(insert_job, record)
+                connection.execute(
+                    "UPDATE queues SET published = published + 1 WHERE id = ?", (queue_id,)
+                )
+                connection.execute("COMMIT")
+    finally:
+        connection.close()
+    return per_second(sizes.enqueue_single, watch.seconds)
+
+
+def _columns(connection: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in connection.execute(f"PRAGMA table_info({table})")]
+
+
+def _insert_statement(table: str, columns: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
 
 async def enqueue_single_async(path: Path, sizes: Sizes) -> float:

@@ -17,6 +17,7 @@ def test_e2e_is_compared_with_the_fastest_peer_of_the_same_run() -> None:
         "e2e_async_per_s": 50_000.0,
         "enqueue_single_per_s": 9_000.0,
         "enqueue_single_async_per_s": 24_000.0,
+        "raw_sqlite_enqueue_per_s": 12_000.0,
         "enqueue_batch_per_s": 30_000.0,
         "publish_batch_per_s": 60_000.0,
         "peer_celery_rabbitmq_e2e_per_s": 4_000.0,
@@ -30,6 +31,8 @@ def test_e2e_is_compared_with_the_fastest_peer_of_the_same_run() -> None:
     assert found["enqueue_single_vs_fastest_peer"] == pytest.approx(1.5)
     assert found["enqueue_single_async_vs_fastest_peer"] == pytest.approx(4.0)
     assert found["enqueue_batch_vs_publish_batch"] == pytest.approx(0.5)
+    assert found["enqueue_single_vs_raw_sqlite"] == pytest.approx(0.75)
+    assert found["raw_sqlite_enqueue_vs_fastest_peer"] == pytest.approx(2.0)
 
 
 def test_no_ratio_without_a_peer_or_without_the_figure() -> None:
