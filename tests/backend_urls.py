@@ -156,7 +156,14 @@ BACKENDS: dict[str, Callable[[Path], str]] = {
     "sqlite": lambda tmp: f"sqlite:///{tmp / 'conveyor.db'}",
     "memory": lambda tmp: "memory://",
     "rabbitmq": _rabbitmq,
+    "kafka": lambda tmp: _kafka_url(tmp),
 }
+
+
+def _kafka_url(tmp: Path) -> str:
+    from tests.kafka_server import kafka_url
+
+    return kafka_url(tmp)
 
 
 # helpers for the tests that drive the RabbitMQ server directly (tests/backends)

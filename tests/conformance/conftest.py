@@ -25,6 +25,18 @@ _RUN = secrets.token_hex(3)  # names differ between runs on servers that keep qu
 REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``broker_fault(backend, reason)`` expects the test to fail on that backend only:
+    the local server there has a known bug, and the test is kept as it is rather than
+    weakened. Strict, so a fixed server turns the mark into a failure to remove it."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("broker") if callspec is not None else None
+        for marker in item.iter_markers("broker_fault"):
+            if marker.args[0] == backend:
+                item.add_marker(pytest.mark.xfail(reason=marker.args[1], strict=True))
+
+
 @pytest.fixture(params=sorted(BACKENDS))
 async def broker(request, tmp_path) -> AsyncIterator[Broker]:
     instance = open_broker(BACKENDS[request.param](tmp_path))

@@ -1,6 +1,9 @@
-from conveyor import Broker, Message, QueueSpec
+import pytest
+
+from conveyor import Broker, Capability, Message, QueueSpec
 
 
+@pytest.mark.needs(Capability.QUEUES)
 async def test_published_message_is_received_once(broker: Broker, name: str) -> None:
     await broker.declare_queue(QueueSpec(name))
     assert await broker.publish(Message(b"hello", routing_key=name)) == 1

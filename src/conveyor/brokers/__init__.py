@@ -19,6 +19,7 @@ _BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "memory": ("conveyor.brokers.embedded", "MemoryBroker", None),
     "amqp": ("conveyor.brokers.rabbitmq", "RabbitMQBroker", "rabbitmq"),
     "amqps": ("conveyor.brokers.rabbitmq", "RabbitMQBroker", "rabbitmq"),
+    "kafka": ("conveyor.brokers.kafka", "KafkaBroker", "kafka"),
 }
 
 # Result stores that are not a broker's own: scheme -> (module, class, extra to install).

@@ -73,10 +73,15 @@ _RABBITMQ = frozenset(
     }
 )
 
+_KAFKA = frozenset({Capability.STREAMS, Capability.REPLAY})
+"""Idempotent and transactional produce are not declared: neither was verified on a broker
+that implements them (Tansu's transactions leave aborted records visible)."""
+
 DECLARED: dict[str, frozenset[Capability]] = {
     "sqlite": _EMBEDDED,
     "memory": _EMBEDDED,
     "amqp": _RABBITMQ,
     "amqps": _RABBITMQ,
+    "kafka": _KAFKA,
 }
 """URL scheme -> the capabilities its backend declares."""

@@ -1,0 +1,177 @@
+"""The kafka:// backend: topics, records and consumer groups on a Kafka cluster.
+
+Built on confluent-kafka (librdkafka), chosen by measurement (docs/benchmarks.md, "Which
+Kafka client"). Queues and tasks are not Kafka's model and are refused with NotSupported
+naming the backends that have them. Only what holds on the broker is declared: see
+``capabilities.DECLARED`` and docs/backends.md for what was verified against which broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from conveyor.brokers.base import Broker
+from conveyor.brokers.capabilities import DECLARED, Capability
+from conveyor.brokers.kafka.admin import TopicAdmin, error_of
+from conveyor.brokers.kafka.options import KafkaOptions, client_config, parse
+from conveyor.brokers.kafka.producer import RecordProducer
+from conveyor.brokers.kafka.reader import OutOfRange, PartitionReader
+from conveyor.brokers.stream_types import (
+    OffsetCommit,
+    ProducerBatch,
+    ProducerRecord,
+    Record,
+    RecordMetadata,
+    TopicConfig,
+    TopicInfo,
+    TopicPartition,
+    TopicSpec,
+)
+from conveyor.errors import BrokerUnavailable, ConfigError, OffsetOutOfRange
+from conveyor.settings import mask_url
+
+__all__ = ["KafkaBroker", "KafkaOptions"]
+
+
+class KafkaBroker(Broker):
+    """A Kafka cluster at ``kafka://host:port[,host:port]`` (see KafkaOptions for the rest)."""
+
+    scheme: ClassVar[str] = "kafka"
+    capabilities: ClassVar[frozenset[Capability]] = DECLARED["kafka"]
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url)
+        self.servers, self.options = parse(url, options)
+        self._config = client_config(self.servers, self.options)
+        self._admin_client: AdminClient | None = None
+        self._topic_admin: TopicAdmin | None = None
+        self._producer: RecordProducer | None = None
+        self._reader: PartitionReader | None = None
+
+    def __repr__(self) -> str:
+        return f"KafkaBroker({mask_url(self.url)!r})"
+
+    # lifecycle
+
+    async def connect(self) -> None:
+        if self._admin_client is not None:
+            return
+        self._admin_client = AdminClient(self._config)
+        self._topic_admin = TopicAdmin(self._admin_client, self.options.timeout)
+        try:
+            await self.ping()
+        except BaseException:
+            self._admin_client = self._topic_admin = None
+            raise
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        reader, self._reader = self._reader, None
+        if producer is not None:
+            await producer.close(self.options.timeout)
+        if reader is not None:
+            await reader.close()
+        self._admin_client = self._topic_admin = None
+
+    async def ping(self) -> None:
+        admin = self._admin_client or AdminClient(self._config)
+        timeout = min(self.options.timeout, 10.0)
+        try:
+            await asyncio.to_thread(admin.list_topics, None, timeout)
+        except Exception as exc:
+            raise BrokerUnavailable(
+                f"kafka: no broker answered at {self.servers} within {timeout:g} s "
+                f"({mask_url(self.url)}): {error_of(exc)}"
+            ) from exc
+
+    def _admin(self) -> TopicAdmin:
+        if self._topic_admin is None:
+            raise ConfigError("the kafka broker is not connected: call connect() first")
+        return self._topic_admin
+
+    # streams
+
+    async def create_topic(self, spec: TopicSpec) -> None:
+        await self._admin().create(spec)
+
+    async def delete_topic(self, name: str) -> None:
+        await self._admin().delete(name)
+
+    async def list_topics(self) -> list[TopicSpec]:
+        admin = self._admin()
+        return [await admin.spec(name) for name in await admin.names()]
+
+    async def describe_topic(self, name: str) -> TopicInfo:
+        return await self._admin().describe(name)
+
+    async def alter_topic(
+        self, name: str, *, partitions: int | None = None, config: TopicConfig | None = None
+    ) -> TopicSpec:
+        return await self._admin().alter(name, partitions, config)
+
+    async def _produce(
+        self,
+        topic: str,
+        records: Sequence[ProducerRecord],
+        *,
+        batch: ProducerBatch | None,
+        commit: OffsetCommit | None,
+    ) -> list[RecordMetadata]:
+        partitions = await self._admin().partition_count(topic)
+        if self._producer is None:
+            linger_ms = round(self.options.linger * 1000)
+            self._producer = RecordProducer(
+                {
+                    **self._config,
+                    "acks": "all",
+                    "linger.ms": linger_ms,
+                    "message.timeout.ms": round(self.options.timeout * 1000),
+                }
+            )
+        return await self._producer.produce(topic, records, partitions)
+
+    async def fetch(
+        self,
+        positions: Mapping[TopicPartition, int],
+        *,
+        max_records: int = 500,
+        wait: float = 0.0,
+    ) -> list[Record]:
+        admin = self._admin()
+        await admin.check_partitions(list(positions))
+        if not positions:
+            return []
+        if self._reader is None:
+            self._reader = PartitionReader(self._config, self.options.timeout)
+        try:
+            return await self._reader.fetch(positions, max_records, wait)
+        except OutOfRange as exc:
+            tp = exc.partition
+            start = (await admin.offsets([tp], OffsetSpec.earliest()))[tp]
+            end = (await admin.offsets([tp], OffsetSpec.latest()))[tp]
+            raise OffsetOutOfRange(tp.topic, tp.partition, positions[tp], start, end) from None
+
+    async def list_offsets(
+        self, partitions: Sequence[TopicPartition], *, at: str | float = "latest"
+    ) -> dict[TopicPartition, int]:
+        if at == "earliest":
+            spec = OffsetSpec.earliest()
+        elif at == "latest":
+            spec = OffsetSpec.latest()
+        elif isinstance(at, int | float) and not isinstance(at, bool):
+            spec = OffsetSpec.for_timestamp(round(at * 1000))
+        else:
+            raise ConfigError(f"at must be 'earliest', 'latest' or a timestamp, not {at!r}")
+        admin = self._admin()
+        await admin.check_partitions(partitions)
+        found = await admin.offsets(partitions, spec)
+        if not isinstance(at, str):
+            ends = await admin.offsets(
+                [tp for tp, offset in found.items() if offset < 0], OffsetSpec.latest()
+            )
+            found.update(ends)
+        return found

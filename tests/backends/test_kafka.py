@@ -1,0 +1,107 @@
+"""The kafka:// backend outside the shared contract: URL options, a plain confluent-kafka
+client on either side, an unreachable cluster, and the topics CLI, on the session's Tansu."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka import TopicPartition as KafkaPartition
+
+from conveyor import open_broker
+from conveyor.brokers.kafka import KafkaBroker
+from conveyor.brokers.stream_types import ProducerRecord, TopicPartition, TopicSpec
+from conveyor.errors import BrokerUnavailable, ConfigError
+from tests.kafka_server import tansu_server  # noqa: F401  (the session fixture)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def test_sasl_credentials_come_from_the_url_and_the_password_is_never_shown() -> None:
+    broker = KafkaBroker("kafka://alice:s3cret@k1:9093,k2?security_protocol=SASL_SSL")
+    assert broker.servers == "k1:9093,k2:9092"
+    assert (broker.options.sasl_username, broker.options.sasl_password) == ("alice", "s3cret")
+    assert broker.options.security_protocol == "SASL_SSL"
+    assert broker.options.sasl_mechanism == "PLAIN"
+    assert "s3cret" not in repr(broker) + repr(broker.options) + broker.location
+
+
+def test_unknown_and_bad_options_are_refused_naming_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"valid: .*security_protocol"):
+        KafkaBroker("kafka://k1:9092?securty_protocol=SSL")
+    with pytest.raises(ConfigError, match="security_protocol must be one of"):
+        KafkaBroker("kafka://k1:9092", security_protocol="TLS")
+    with pytest.raises(ConfigError, match="valid: "):
+        KafkaBroker("kafka://k1:9092", linger_ms=5)
+
+
+async def test_an_unreachable_cluster_is_one_clear_error_within_the_timeout() -> None:
+    broker = open_broker("kafka://127.0.0.1:1?timeout=2")
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match=r"no broker answered at 127\.0\.0\.1:1"):
+        await broker.connect()
+    assert time.monotonic() - started < 15
+
+
+async def test_a_plain_producers_records_arrive_intact(tansu_server: str) -> None:  # noqa: F811
+    topic = unique("plain-in")
+    async with open_broker(f"kafka://{tansu_server}") as broker:
+        await broker.create_topic(TopicSpec(topic, 2))
+        producer = Producer({"bootstrap.servers": tansu_server})
+        producer.produce(
+            topic,
+            b"\x00raw",
+            b"key",
+            partition=1,
+            headers=[("h", b"v")],
+            timestamp=1_700_000_000_250,
+        )
+        assert producer.flush(10) == 0
+        (record,) = await broker.fetch({TopicPartition(topic, 1): 0})
+        assert (record.value, record.key, dict(record.headers)) == (b"\x00raw", b"key", {"h": "v"})
+        assert record.timestamp == 1_700_000_000.25
+
+
+async def test_a_plain_consumer_reads_what_conveyor_produced_byte_for_byte(
+    tansu_server: str,  # noqa: F811
+) -> None:
+    topic = unique("plain-out")
+    async with open_broker(f"kafka://{tansu_server}") as broker:
+        await broker.create_topic(TopicSpec(topic, 3))
+        record = ProducerRecord(b'{"a": 1}', key=b"user-7", headers={"trace": "x"}, timestamp=5.5)
+        (placed,) = await broker.produce(topic, [record])
+    consumer = Consumer({"bootstrap.servers": tansu_server, "group.id": unique("plain")})
+    try:
+        consumer.assign([KafkaPartition(topic, placed.partition, 0)])
+        messages = [m for m in consumer.consume(1, timeout=10) if m.error() is None]
+    finally:
+        consumer.close()
+    (message,) = messages
+    assert (message.value(), message.key()) == (b'{"a": 1}', b"user-7")
+    assert message.headers() == [("trace", b"x")]
+    assert message.timestamp()[1] == 5500
+
+
+def test_the_topics_cli_manages_kafka_topics(tansu_server: str) -> None:  # noqa: F811
+    topic = unique("cli")
+    env = {**os.environ, "CONVEYOR_BROKER_URL": f"kafka://{tansu_server}"}
+
+    def conveyor(*arguments: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "conveyor", *arguments],
+            capture_output=True, text=True, env=env, timeout=60, check=True,
+        )  # fmt: skip
+        return done.stdout
+
+    assert "3 partitions" in conveyor("topics", "create", topic, "--partitions", "3")
+    assert topic in conveyor("topics", "list")
+    assert "partitions: 3" in conveyor("topics", "describe", topic)
+    conveyor("topics", "delete", topic)
+    assert topic not in conveyor("topics", "list")
