@@ -152,18 +152,18 @@ def _rabbitmq(tmp: Path) -> str:
     return urlsplit(RABBITMQ_URL)._replace(path=f"/{quote(vhost, safe='')}").geturl()
 
 
-BACKENDS: dict[str, Callable[[Path], str]] = {
-    "sqlite": lambda tmp: f"sqlite:///{tmp / 'conveyor.db'}",
-    "memory": lambda tmp: "memory://",
-    "rabbitmq": _rabbitmq,
-    "kafka": lambda tmp: _kafka_url(tmp),
-}
-
-
 def _kafka_url(tmp: Path) -> str:
     from tests.kafka_server import kafka_url
 
     return kafka_url(tmp)
+
+
+BACKENDS: dict[str, Callable[[Path], str]] = {
+    "sqlite": lambda tmp: f"sqlite:///{tmp / 'conveyor.db'}",
+    "memory": lambda tmp: "memory://",
+    "rabbitmq": _rabbitmq,
+    "kafka": _kafka_url,
+}
 
 
 # helpers for the tests that drive the RabbitMQ server directly (tests/backends)

@@ -3,7 +3,7 @@
 One broker per test session, started on first use on a free loopback port (never 0.0.0.0),
 in a process group of its own that is killed at exit even when tests fail. Memory only, so
 every session starts empty; tests still use names of their own. See ../shared/KAFKA-LOCAL.md
-for what Tansu gets wrong; the tests it fails are marked with ``tansu_fault``.
+for what Tansu gets wrong; the tests it fails are marked with ``broker_fault``.
 """
 
 from __future__ import annotations
