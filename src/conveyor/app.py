@@ -14,7 +14,7 @@ from typing import Any, TypeVar, overload
 
 from conveyor._bridge import PortalBroker
 from conveyor._portal import Portal
-from conveyor.brokers import open_broker, open_results
+from conveyor.brokers import backends_with, declared_capabilities, open_broker, open_results
 from conveyor.brokers.base import Broker
 from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.results import ResultStore
@@ -34,6 +34,7 @@ from conveyor.events.producer import Producer, Value, ensure_topics, record
 from conveyor.events.subscriber import Handler, Subscriber, SubscriberOptions
 from conveyor.names import check_name
 from conveyor.retry import Exponential, RetryPolicy, backoff_from
+from conveyor.settings import BrokerURL
 from conveyor.tasks.dead_letters import DeadLetter, list_dead_letters
 from conveyor.tasks.job import Job
 from conveyor.tasks.states import JobStates, dead_letter_queue
@@ -102,6 +103,13 @@ class App:
         if unknown:
             valid = ", ".join(sorted(TASK_OPTIONS))
             raise ConfigError(f"unknown task option(s) {', '.join(unknown)}; valid: {valid}")
+
+        if Capability.QUEUES not in declared_capabilities(self.broker_url):
+            raise NotSupported(
+                "tasks, which need queues (docs/backends.md: tasks and events on two brokers)",
+                BrokerURL.parse(self.broker_url).scheme,
+                backends_with(Capability.QUEUES),
+            )
 
         def register(fn: F) -> Task[Any, Any]:
             task_name = name or f"{fn.__module__}.{fn.__qualname__}"

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from conveyor.app import App
-from conveyor.errors import ConfigError
+from conveyor.brokers.stream_types import Record
+from conveyor.errors import ConfigError, NotSupported
 from conveyor.tasks.task import Executor, RateLimit
 
 
@@ -80,3 +81,18 @@ def test_periodic_needs_exactly_one_schedule() -> None:
         app.periodic(cron="* * * * *", every=5)(noop)
     app.periodic(cron="*/5 * * * *")(noop)
     assert len(app.schedules) == 1
+
+
+def test_a_task_on_a_broker_without_queues_is_refused_at_registration() -> None:
+    app = App("kafka://127.0.0.1:9092")
+    with pytest.raises(NotSupported, match=r"kafka broker does not support tasks.*sqlite://"):
+
+        @app.task
+        def send_email() -> None: ...
+
+    assert app.tasks == {}
+
+    @app.subscriber("orders", group="billing")
+    def bill(record: Record) -> None: ...
+
+    assert len(app.subscribers) == 1  # events are what a kafka:// App is for

@@ -68,9 +68,21 @@ def open_results(url: str) -> ResultStore:
     return store(url)
 
 
+def declared_capabilities(url: str) -> frozenset[Capability]:
+    """What the backend for ``url`` declares, known without importing it."""
+    return DECLARED[_scheme(url, _BACKENDS, "broker")]
+
+
 def backends_with(capability: Capability) -> list[str]:
     """URL schemes of the backends that declare ``capability`` (nothing is imported)."""
     return [f"{scheme}://" for scheme in sorted(DECLARED) if capability in DECLARED[scheme]]
 
 
-__all__ = ["Broker", "Capability", "backends_with", "open_broker", "open_results"]
+__all__ = [
+    "Broker",
+    "Capability",
+    "backends_with",
+    "declared_capabilities",
+    "open_broker",
+    "open_results",
+]
