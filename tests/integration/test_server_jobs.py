@@ -195,9 +195,10 @@ async def test_workers_are_listed_and_lost_ones_marked(app: App) -> None:
         await broker.results().heartbeat(
             WorkerInfo(name, "host", 1, ("default",), now, now, processed=5)
         )
-    async with serve(app, worker_lost_after=0.2) as client:
+    async with serve(app, worker_lost_after=60) as client:
         fresh = (await client.get("/api/workers", params={"limit": 1})).json()
-        await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)
+    async with serve(app, worker_lost_after=0.2) as client:
         stale = (await client.get("/api/workers")).json()
     assert fresh["total"] == 2
     (only,) = fresh["items"]
