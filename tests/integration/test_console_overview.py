@@ -24,6 +24,9 @@ from conveyor.server import AlertThresholds, ServerSettings, create_server
 from conveyor.worker.consume import Worker
 from tests.integration.console_support import console, logged_in, page, register
 
+LOST_AFTER_S = 2.0
+"""worker_lost_after of the overview's console: far above how long it takes to start."""
+
 
 @asynccontextmanager
 async def running_worker(app: App, queues: list[str]) -> AsyncIterator[Worker]:
@@ -75,8 +78,6 @@ async def test_overview_lists_workers_and_alerts_on_lost_ones_and_groups_over_th
     results = (await app.abroker()).results()
     now = time.time()
     await results.heartbeat(WorkerInfo("gone-1", "host-b", 2, ("mail",), now - 600, now))
-    await asyncio.sleep(0.3)  # the store stamps heartbeats with its own clock
-    await results.heartbeat(WorkerInfo("here-1", "host-a", 1, ("mail",), now - 60, now, 1, 7))
     await app.acreate_topic("orders", partitions=2)
     for number in range(6):
         await app.aproduce("orders", {"n": number}, partition=number % 2)
@@ -89,8 +90,12 @@ async def test_overview_lists_workers_and_alerts_on_lost_ones_and_groups_over_th
         await (await app.abroker()).commit_offsets(
             OffsetCommit(group, done, member.member_id, member.generation)
         )
+    # The store stamps heartbeats with its own clock: gone-1's must be older than
+    # worker_lost_after, and here-1's younger however slowly the console starts.
+    await asyncio.sleep(max(0.0, now + LOST_AFTER_S + 0.5 - time.time()))
+    await results.heartbeat(WorkerInfo("here-1", "host-a", 1, ("mail",), now - 60, now, 1, 7))
     async with console(
-        app, alerts=AlertThresholds(consumer_lag=2), worker_lost_after=0.2
+        app, alerts=AlertThresholds(consumer_lag=2), worker_lost_after=LOST_AFTER_S
     ) as client:
         await logged_in(client)
         overview = await page(client, "/")
