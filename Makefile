@@ -25,7 +25,7 @@ check: lint typecheck
 
 PURE := src/conveyor/errors.py,src/conveyor/message.py,src/conveyor/names.py,src/conveyor/routing.py
 PURE := $(PURE),src/conveyor/codecs.py,src/conveyor/cron.py,src/conveyor/retry.py,src/conveyor/worker/autoscale.py
-PURE := $(PURE),src/conveyor/partitioner.py,src/conveyor/assignors.py,src/conveyor/events/windows.py
+PURE := $(PURE),src/conveyor/partitioner.py,src/conveyor/assignors.py,src/conveyor/events/windows/*.py
 
 test: check
 	$(BIN)/pytest -m "not slow" --cov --cov-report=term:skip-covered -q

@@ -1,6 +1,6 @@
 """Windows that survive a restart: a window operator's state kept in a changelog topic.
 
-The operators in windows.py hold their open windows in memory, and a consumer resumes at
+The operators in windows/ hold their open windows in memory, and a consumer resumes at
 its committed offsets, past the events of windows still open; without this, a restart
 would start those windows again from what arrives next. As Kafka Streams does, a
 WindowStore writes each partition's share of the state (``snapshot``) to a compacted
