@@ -3,11 +3,13 @@ client on either side, an unreachable cluster, and the topics CLI, on the sessio
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -105,3 +107,36 @@ def test_the_topics_cli_manages_kafka_topics(tansu_server: str) -> None:  # noqa
     assert "partitions: 3" in conveyor("topics", "describe", topic)
     conveyor("topics", "delete", topic)
     assert topic not in conveyor("topics", "list")
+
+
+async def test_the_groups_cli_lists_describes_resets_and_deletes_kafka_groups(
+    tansu_server: str,  # noqa: F811
+) -> None:
+    topic, group = unique("cli-groups"), unique("cli-group")
+    tp = TopicPartition(topic, 0)
+    async with open_broker(f"kafka://{tansu_server}") as broker:
+        await broker.create_topic(TopicSpec(topic, 1))
+        for value in (b"a", b"b", b"c"):
+            await broker.produce(topic, [ProducerRecord(value)])
+        async with broker.open_assigned([tp], group=group, auto_offset_reset="earliest") as reader:
+            assert len(await reader.poll(timeout=5, max_records=2)) == 2
+            await reader.commit()
+    env = {**os.environ, "CONVEYOR_BROKER_URL": f"kafka://{tansu_server}"}
+
+    def conveyor(*arguments: str) -> Any:
+        done = subprocess.run(
+            [sys.executable, "-m", "conveyor", "groups", *arguments, "--json"],
+            capture_output=True, text=True, env=env, timeout=60, check=True,
+        )  # fmt: skip
+        return json.loads(done.stdout)
+
+    assert group in [g["name"] for g in conveyor("list")]
+    described = conveyor("describe", group)
+    assert [(p["committed"], p["end"], p["lag"]) for p in described["partitions"]] == [(2, 3, 1)]
+    plan = conveyor("reset-offsets", group, "--all-topics", "--to-earliest")
+    assert (plan["executed"], plan["offsets"][0]["new"]) == (False, 0)
+    conveyor("reset-offsets", group, "--all-topics", "--to-earliest", "--execute")
+    async with open_broker(f"kafka://{tansu_server}") as broker:
+        assert await broker.committed_offsets(group, [tp]) == {tp: 0}
+    conveyor("delete", group)
+    assert group not in [g["name"] for g in conveyor("list")]

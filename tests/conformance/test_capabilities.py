@@ -73,6 +73,7 @@ def _representative(broker: Broker, capability: Capability, name: str) -> Awaita
             name, [ProducerRecord(b"x")], commit=OffsetCommit("g", {})
         ),
         Capability.CONSUMER_GROUPS: lambda: broker.list_groups(),
+        Capability.GROUP_COORDINATION: lambda: broker.join_group("g", [name]),
     }
     return calls[capability]()
 

@@ -455,7 +455,7 @@ class Broker(ABC):
         This default coordinates through the group calls below, in the broker's own store;
         an engine with a group protocol of its own returns its client's consumer instead.
         """
-        self.require(Capability.STREAMS, Capability.CONSUMER_GROUPS)
+        self.require(Capability.STREAMS, Capability.CONSUMER_GROUPS, Capability.GROUP_COORDINATION)
         return CoordinatedConsumer(self, topics, group=group, **options)
 
     def open_assigned(
@@ -467,7 +467,7 @@ class Broker(ABC):
             self.require(Capability.CONSUMER_GROUPS)
         return CoordinatedConsumer(self, assign=partitions, group=group, **options)
 
-    # consumer groups (CONSUMER_GROUPS)
+    # consumer groups: membership (GROUP_COORDINATION), offsets and admin (CONSUMER_GROUPS)
 
     async def join_group(
         self,
@@ -479,7 +479,7 @@ class Broker(ABC):
         assignor: str = "range",
     ) -> Membership:
         """Join (or rejoin) the group; the group rebalances its partitions over its members."""
-        self._unimplemented(Capability.CONSUMER_GROUPS, "join_group")
+        self._unimplemented(Capability.GROUP_COORDINATION, "join_group")
 
     async def heartbeat_group(
         self,
@@ -493,11 +493,11 @@ class Broker(ABC):
         Members silent past their session timeout are removed here, which rebalances.
         Raises MemberFenced if this member was removed.
         """
-        self._unimplemented(Capability.CONSUMER_GROUPS, "heartbeat_group")
+        self._unimplemented(Capability.GROUP_COORDINATION, "heartbeat_group")
 
     async def leave_group(self, group: str, member_id: str) -> None:
         """Leave at once: the member's partitions go to the others without waiting."""
-        self._unimplemented(Capability.CONSUMER_GROUPS, "leave_group")
+        self._unimplemented(Capability.GROUP_COORDINATION, "leave_group")
 
     async def commit_offsets(self, commit: OffsetCommit) -> None:
         """Store the group's offsets; MemberFenced if the member no longer owns a partition."""

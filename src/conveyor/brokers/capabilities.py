@@ -56,6 +56,11 @@ class Capability(StrEnum):
     TRANSACTIONAL_PRODUCE = "transactional-produce"
     """``produce(..., commit=...)`` appends and commits a group's offsets atomically."""
     CONSUMER_GROUPS = "consumer-groups"
+    """Members of a group share a topic's partitions through ``open_group``, commit their
+    progress, and the group can be listed, described (lag), reset and deleted."""
+    GROUP_COORDINATION = "group-coordination"
+    """The broker answers the group calls (``join_group``, ``heartbeat_group``,
+    ``leave_group``) from its own store; Kafka's brokers run their own protocol instead."""
 
 
 _EMBEDDED = frozenset(Capability)
@@ -73,7 +78,7 @@ _RABBITMQ = frozenset(
     }
 )
 
-_KAFKA = frozenset({Capability.STREAMS, Capability.REPLAY})
+_KAFKA = frozenset({Capability.STREAMS, Capability.REPLAY, Capability.CONSUMER_GROUPS})
 """Idempotent and transactional produce are not declared: neither was verified on a broker
 that implements them (Tansu's transactions leave aborted records visible)."""
 

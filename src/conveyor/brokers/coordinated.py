@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from conveyor.assignors import TopicPartition
-from conveyor.brokers.group_consumer import GroupConsumer, OffsetReset, Revoked
+from conveyor.brokers.group_consumer import GroupConsumer, OffsetReset, Revoked, check_options
 from conveyor.brokers.stream_types import Membership, OffsetCommit, Record
 from conveyor.errors import ConfigError, MemberFenced, NoOffset, OffsetOutOfRange
 
@@ -62,15 +62,7 @@ class CoordinatedConsumer(GroupConsumer):
         self.topics = tuple(topics)
         self.group = group
         self._manual = [TopicPartition(*tp) for tp in assign]
-        if bool(self.topics) == bool(self._manual):
-            raise ConfigError("give either topics to subscribe to, or partitions to assign")
-        if self.topics and group is None:
-            raise ConfigError("subscribing to topics needs a group; or assign partitions")
-        if auto_offset_reset not in ("earliest", "latest", "none"):
-            raise ConfigError(
-                f"auto_offset_reset must be 'earliest', 'latest' or 'none', not "
-                f"{auto_offset_reset!r}"
-            )
+        check_options(self.topics, self._manual, group, auto_offset_reset)
         self.auto_offset_reset = auto_offset_reset
         self.enable_auto_commit = enable_auto_commit and group is not None
         self.auto_commit_interval = auto_commit_interval

@@ -9,15 +9,33 @@ Either way the caller sees Kafka's consumer: poll, commit, seek, pause and resum
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Literal, Self
 
 from conveyor.assignors import TopicPartition
 from conveyor.brokers.stream_types import Membership, Record
+from conveyor.errors import ConfigError
 
 OffsetReset = Literal["earliest", "latest", "none"]
 Revoked = Callable[[list[TopicPartition]], Awaitable[None]]
+
+
+def check_options(
+    topics: Sequence[str],
+    assign: Sequence[TopicPartition],
+    group: str | None,
+    auto_offset_reset: str,
+) -> None:
+    """Refuse what no backend's consumer can do, before it connects."""
+    if bool(topics) == bool(assign):
+        raise ConfigError("give either topics to subscribe to, or partitions to assign")
+    if topics and group is None:
+        raise ConfigError("subscribing to topics needs a group; or assign partitions")
+    if auto_offset_reset not in ("earliest", "latest", "none"):
+        raise ConfigError(
+            f"auto_offset_reset must be 'earliest', 'latest' or 'none', not {auto_offset_reset!r}"
+        )
 
 
 class GroupConsumer(ABC):

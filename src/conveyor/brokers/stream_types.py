@@ -259,11 +259,14 @@ class Membership:
 
 @dataclass(frozen=True, slots=True)
 class GroupMember:
+    """A live member. None: the broker does not report it (Kafka's DescribeGroups gives
+    neither generations, heartbeats nor session timeouts, and topics only as assigned)."""
+
     member_id: str
     topics: tuple[str, ...]
-    generation: int
-    last_heartbeat: float
-    session_timeout: float
+    generation: int | None
+    last_heartbeat: float | None
+    session_timeout: float | None
     owned: tuple[TopicPartition, ...]
 
 
@@ -286,7 +289,7 @@ class GroupInfo:
     """A consumer group: members, who owns what, committed and end offsets, lag."""
 
     name: str
-    generation: int
+    generation: int | None
     assignor: str
     members: tuple[GroupMember, ...]
     partitions: tuple[PartitionLag, ...]

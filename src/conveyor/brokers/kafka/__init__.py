@@ -16,11 +16,15 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from conveyor.brokers.base import Broker
 from conveyor.brokers.capabilities import DECLARED, Capability
+from conveyor.brokers.group_consumer import GroupConsumer
 from conveyor.brokers.kafka.admin import TopicAdmin, error_of
+from conveyor.brokers.kafka.group import KafkaGroupConsumer
+from conveyor.brokers.kafka.groups import GroupAdmin
 from conveyor.brokers.kafka.options import KafkaOptions, client_config, parse
 from conveyor.brokers.kafka.producer import RecordProducer
 from conveyor.brokers.kafka.reader import OutOfRange, PartitionReader
 from conveyor.brokers.stream_types import (
+    GroupInfo,
     OffsetCommit,
     ProducerBatch,
     ProducerRecord,
@@ -49,6 +53,7 @@ class KafkaBroker(Broker):
         self._config = client_config(self.servers, self.options)
         self._admin_client: AdminClient | None = None
         self._topic_admin: TopicAdmin | None = None
+        self._group_admin: GroupAdmin | None = None
         self._producer: RecordProducer | None = None
         self._reader: PartitionReader | None = None
 
@@ -62,10 +67,11 @@ class KafkaBroker(Broker):
             return
         self._admin_client = AdminClient(self._config)
         self._topic_admin = TopicAdmin(self._admin_client, self.options.timeout)
+        self._group_admin = GroupAdmin(self._admin_client, self._topic_admin, self.options.timeout)
         try:
             await self.ping()
         except BaseException:
-            self._admin_client = self._topic_admin = None
+            self._admin_client = self._topic_admin = self._group_admin = None
             raise
 
     async def close(self) -> None:
@@ -75,7 +81,7 @@ class KafkaBroker(Broker):
             await producer.close(self.options.timeout)
         if reader is not None:
             await reader.close()
-        self._admin_client = self._topic_admin = None
+        self._admin_client = self._topic_admin = self._group_admin = None
 
     async def ping(self) -> None:
         admin = self._admin_client or AdminClient(self._config)
@@ -175,3 +181,41 @@ class KafkaBroker(Broker):
             )
             found.update(ends)
         return found
+
+    # consumer groups: the brokers coordinate them; members are librdkafka consumers
+
+    def open_group(self, topics: Sequence[str], group: str, **options: Any) -> GroupConsumer:
+        """librdkafka's group consumer (see KafkaGroupConsumer); the options are those of
+        the other backends' consumers."""
+        return KafkaGroupConsumer(self._config, self._admin(), topics, group=group, **options)
+
+    def open_assigned(
+        self, partitions: Sequence[tuple[str, int]], *, group: str | None = None, **options: Any
+    ) -> GroupConsumer:
+        return KafkaGroupConsumer(
+            self._config, self._admin(), assign=partitions, group=group, **options
+        )
+
+    def _groups(self) -> GroupAdmin:
+        self._admin()
+        assert self._group_admin is not None
+        return self._group_admin
+
+    async def list_groups(self) -> list[str]:
+        return await self._groups().names()
+
+    async def describe_group(self, group: str) -> GroupInfo:
+        return await self._groups().describe(group)
+
+    async def delete_group(self, group: str) -> None:
+        await self._groups().delete(group)
+
+    async def committed_offsets(
+        self, group: str, partitions: Sequence[TopicPartition] | None = None
+    ) -> dict[TopicPartition, int]:
+        return await self._groups().committed(group, partitions)
+
+    async def commit_offsets(self, commit: OffsetCommit) -> None:
+        """Reset a group's offsets while it has no live members (members commit through
+        their consumer); MemberFenced while it has some."""
+        await self._groups().reset(commit)

@@ -41,6 +41,7 @@ from conveyor.errors import (
 
 UNLIMITED = -1
 INTERNAL_PREFIX = "__"
+INTERNAL_GROUP = "conveyor-internal-"  # group ids of consumers that join no group
 
 
 def topic_configs(config: TopicConfig) -> dict[str, str]:

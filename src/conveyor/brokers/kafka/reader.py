@@ -16,6 +16,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message
 from confluent_kafka import TopicPartition as KafkaPartition
 
+from conveyor.brokers.kafka.admin import INTERNAL_GROUP
 from conveyor.brokers.stream_types import Record, TopicPartition
 from conveyor.errors import BrokerError
 
@@ -60,7 +61,7 @@ class PartitionReader:
         self._consumer = Consumer(
             {
                 **config,
-                "group.id": "conveyor-fetch",
+                "group.id": f"{INTERNAL_GROUP}fetch",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "auto.offset.reset": "error",
