@@ -490,7 +490,8 @@ class App:
         return self.call_sync(send)
 
     async def aproducer(self, **options: Any) -> Producer:
-        """An idempotent Producer on this loop's broker (one shared, unless options given)."""
+        """A Producer on this loop's broker (one shared, unless options given), idempotent
+        where the broker can be."""
         broker = await self.abroker()
         if options:
             return Producer(broker, **{"auto_create_topics": self.auto_create_topics, **options})

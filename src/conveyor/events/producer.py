@@ -1,9 +1,10 @@
-"""Sending records: values and keys encoded once, idempotent retries by default.
+"""Sending records: values and keys encoded once, idempotent retries where the broker can.
 
 An idempotent producer numbers its calls; a call that failed with an unknown outcome (the
 broker was unreachable or locked) is sent again with the same number, and the broker
 answers with the first append's offsets instead of appending twice. Calls are made one at
-a time, so a gap in the numbers can only mean a lost call.
+a time, so a gap in the numbers can only mean a lost call. On a broker without
+idempotent produce (kafka:// for now) a retried call may append its records twice.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from conveyor.brokers.base import Broker
+from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.stream_types import (
     OffsetCommit,
     ProducerBatch,
@@ -66,7 +68,9 @@ class Producer:
     """Appends records to topics through one broker.
 
     Args:
-        idempotent: number the calls so that retries cannot duplicate records.
+        idempotent: number the calls so that retries cannot duplicate records; by
+            default, when the broker declares idempotent produce (NotSupported if asked
+            for on one that does not).
         retries: attempts after the first when the broker is unavailable or locked.
         retry_backoff: seconds before the first retry, doubling each time.
         auto_create_topics: a topic that does not exist is created (one partition, the
@@ -78,7 +82,7 @@ class Producer:
         self,
         broker: Broker,
         *,
-        idempotent: bool = True,
+        idempotent: bool | None = None,
         retries: int = 5,
         retry_backoff: float = 0.1,
         producer_id: str | None = None,
@@ -87,6 +91,8 @@ class Producer:
         if retries < 0:
             raise ConfigError(f"retries must be >= 0, not {retries}")
         self.broker = broker
+        if idempotent is None:
+            idempotent = Capability.IDEMPOTENT_PRODUCE in broker.capabilities
         self.idempotent = idempotent
         self.retries = retries
         self.retry_backoff = retry_backoff

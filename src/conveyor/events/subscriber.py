@@ -3,8 +3,10 @@
 A record is committed only after its handler succeeded (at-least-once). A failing handler
 is retried in place with the subscriber's backoff, because later records of the partition
 must wait for it to keep per-key order. When the retries run out, the record goes to the
-dead-letter topic with where it came from and why it failed, in the same transaction that
-commits past it, and the partition moves on.
+dead-letter topic with where it came from and why it failed, and the partition moves on:
+in the same transaction that commits past it where the broker has transactional produce;
+elsewhere (kafka:// for now) produced first and committed with the rest of the batch, so a
+crash between the two dead-letters it twice but never loses it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from conveyor.assignors import TopicPartition
 from conveyor.brokers.base import Broker
+from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.stream_types import OffsetCommit, ProducerRecord, Record, TopicSpec
 from conveyor.errors import ConfigError, MemberFenced
 from conveyor.events.consumer import OffsetReset, open_consumer
@@ -167,13 +170,15 @@ class _Run:
         }
         if record.key is not None:
             headers["x-original-key"] = record.key.decode("utf-8", "backslashreplace")
-        member = self.consumer.membership
-        commit = OffsetCommit(
-            self.options.group,
-            {record.topic_partition: record.offset + 1},
-            member.member_id if member else None,
-            member.generation if member else None,
-        )
+        commit = None  # without transactions, _handle_all commits past it with the batch
+        if Capability.TRANSACTIONAL_PRODUCE in self.broker.capabilities:
+            member = self.consumer.membership
+            commit = OffsetCommit(
+                self.options.group,
+                {record.topic_partition: record.offset + 1},
+                member.member_id if member else None,
+                member.generation if member else None,
+            )
         with contextlib.suppress(MemberFenced):  # the partition moved: its new owner retries
             await self.producer.send_batch(
                 self.options.dead_letter_topic,

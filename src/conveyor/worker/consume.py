@@ -132,6 +132,10 @@ class Worker:
 
     async def run(self, *, until_idle: bool = False) -> WorkerCounts:
         """Work until ``stop()``, or with ``until_idle`` until every queue is empty."""
+        broker = await self.app.abroker()
+        if Capability.QUEUES not in broker.capabilities:
+            await self._run_subscribers(broker, until_idle)
+            return self.counts
         states = self._states = await self.app.astates()
         broker = self._broker = states.broker
         self.event_loop = asyncio.get_running_loop()
@@ -171,6 +175,39 @@ class Worker:
             self._threads.close()
             self._processes.close()
         return self.counts
+
+    async def _run_subscribers(self, broker: Broker, until_idle: bool) -> None:
+        """The worker of an App on a broker without queues (kafka://): its subscribers
+        only, and no job records, so no worker heartbeats unless it has a result store."""
+        log.info(
+            "conveyor %s worker %s on %s: no queues (the broker has none)%s",
+            __version__,
+            self.id,
+            self.app.broker_location,
+            "".join(
+                f"; subscriber {s.name} on {s.options.topic}" for s in self.app.subscribers.values()
+            ),
+        )
+        if until_idle:
+            return
+        helpers = [
+            asyncio.create_task(self._subscribe(subscriber, broker))
+            for subscriber in self.app.subscribers.values()
+        ]
+        heartbeats = None
+        if self.app.has_results(broker):
+            results = (await self.app.astates()).results
+            heartbeats = asyncio.create_task(self._heartbeats(results))
+        for helper in helpers:
+            helper.add_done_callback(self._helper_done)
+        try:
+            await self._stopping.wait()
+        finally:
+            if heartbeats is not None:
+                heartbeats.cancel()
+            await asyncio.gather(*helpers, *filter(None, [heartbeats]), return_exceptions=True)
+        if self._failure is not None:
+            raise self._failure
 
     def _log_start(self, until_idle: bool) -> None:
         order = "in turn" if self._in_turn else "in priority order"
