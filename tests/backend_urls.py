@@ -158,11 +158,18 @@ def _kafka_url(tmp: Path) -> str:
     return kafka_url(tmp)
 
 
+def _noida_url(tmp: Path) -> str:
+    from tests.kafka_server import noida_url
+
+    return noida_url(tmp)
+
+
 BACKENDS: dict[str, Callable[[Path], str]] = {
     "sqlite": lambda tmp: f"sqlite:///{tmp / 'conveyor.db'}",
     "memory": lambda tmp: "memory://",
     "rabbitmq": _rabbitmq,
     "kafka": _kafka_url,
+    "kafka-noida": _noida_url,
 }
 
 

@@ -197,6 +197,9 @@ async def test_members_split_the_partitions_and_a_leavers_move_to_the_others(
         await asyncio.gather(first.close(), second.close())
 
 
+@pytest.mark.broker_fault(
+    "kafka-noida", "noida-db 0.2.3 refuses a commit made during a rebalance (ILLEGAL_GENERATION)"
+)
 async def test_on_revoke_commits_before_partitions_move_so_nothing_is_read_twice(
     broker: Broker, name: str
 ) -> None:

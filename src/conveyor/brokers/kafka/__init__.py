@@ -9,6 +9,7 @@ naming the backends that have them. Only what holds on the broker is declared: s
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -35,10 +36,14 @@ from conveyor.brokers.stream_types import (
     TopicPartition,
     TopicSpec,
 )
-from conveyor.errors import BrokerUnavailable, ConfigError, OffsetOutOfRange
+from conveyor.errors import BrokerUnavailable, ConfigError, OffsetOutOfRange, PartitionNotFound
 from conveyor.settings import mask_url
 
 __all__ = ["KafkaBroker", "KafkaOptions"]
+
+METADATA_MAX_AGE_S = 300.0
+"""How long a topic's partition count is trusted (the Java client's metadata.max.age.ms):
+a topic grown by another client places keyed records by the new count after at most this."""
 
 
 class KafkaBroker(Broker):
@@ -54,6 +59,8 @@ class KafkaBroker(Broker):
         self._admin_client: AdminClient | None = None
         self._topic_admin: TopicAdmin | None = None
         self._group_admin: GroupAdmin | None = None
+        # (count, when counted): topics only grow, and alter_topic and delete_topic forget
+        self._partition_counts: dict[str, tuple[int, float]] = {}
         self._producer: RecordProducer | None = None
         self._reader: PartitionReader | None = None
 
@@ -105,6 +112,7 @@ class KafkaBroker(Broker):
         await self._admin().create(spec)
 
     async def delete_topic(self, name: str) -> None:
+        self._partition_counts.pop(name, None)
         await self._admin().delete(name)
 
     async def list_topics(self) -> list[TopicSpec]:
@@ -117,6 +125,7 @@ class KafkaBroker(Broker):
     async def alter_topic(
         self, name: str, *, partitions: int | None = None, config: TopicConfig | None = None
     ) -> TopicSpec:
+        self._partition_counts.pop(name, None)
         return await self._admin().alter(name, partitions, config)
 
     async def _produce(
@@ -127,7 +136,10 @@ class KafkaBroker(Broker):
         batch: ProducerBatch | None,
         commit: OffsetCommit | None,
     ) -> list[RecordMetadata]:
-        partitions = await self._admin().partition_count(topic)
+        counted = self._partition_counts.get(topic)
+        if counted is None or time.monotonic() - counted[1] > METADATA_MAX_AGE_S:
+            counted = await self._count_partitions(topic)
+        partitions = counted[0]
         if self._producer is None:
             linger_ms = round(self.options.linger * 1000)
             self._producer = RecordProducer(
@@ -138,7 +150,16 @@ class KafkaBroker(Broker):
                     "message.timeout.ms": round(self.options.timeout * 1000),
                 }
             )
-        return await self._producer.produce(topic, records, partitions)
+        try:
+            return await self._producer.produce(topic, records, partitions)
+        except PartitionNotFound:  # grown by another client since we counted: count again
+            partitions, _ = await self._count_partitions(topic)
+            return await self._producer.produce(topic, records, partitions)
+
+    async def _count_partitions(self, topic: str) -> tuple[int, float]:
+        counted = (await self._admin().partition_count(topic), time.monotonic())
+        self._partition_counts[topic] = counted
+        return counted
 
     async def fetch(
         self,

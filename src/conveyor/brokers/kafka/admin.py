@@ -115,9 +115,14 @@ class TopicAdmin:
         self._timeout = timeout
 
     async def partition_count(self, topic: str) -> int:
-        metadata = await asyncio.to_thread(self._admin.list_topics, topic, self._timeout)
+        try:
+            metadata = await asyncio.to_thread(self._admin.list_topics, topic, self._timeout)
+        except KafkaException as exc:
+            raise error_of(exc, topic=topic) from exc
         found = metadata.topics.get(topic)
-        if found is None or found.error is not None or not found.partitions:
+        if found is not None and found.error is not None:
+            raise error_of(KafkaException(found.error), topic=topic)
+        if found is None or not found.partitions:
             raise TopicNotFound(topic)
         return len(found.partitions)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import queue
 import secrets
 import threading
@@ -34,6 +35,13 @@ from conveyor.brokers.stream_types import Membership, Record, TopicPartition
 from conveyor.errors import BrokerError, ConfigError, MemberFenced, NoOffset
 
 SLICE_S = 0.05  # librdkafka's consume waits its whole timeout for a full batch: ask often
+FETCH_SETTINGS = {
+    "fetch.wait.max.ms": 100,
+    # once librdkafka holds queued.min.messages (100,000) it stops fetching and looks
+    # again after this long, 1 s by default: a consumer reading more records than that in
+    # a second would sit idle for the rest of each second
+    "fetch.queue.backoff.ms": 100,
+}
 FENCED = (
     KafkaError.ILLEGAL_GENERATION,
     KafkaError.UNKNOWN_MEMBER_ID,
@@ -41,6 +49,12 @@ FENCED = (
     KafkaError.FENCED_INSTANCE_ID,
     KafkaError._ASSIGNMENT_LOST,
 )
+GONE = (
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+)
+log = logging.getLogger("conveyor.kafka")
 ASSIGNORS = ("range", "roundrobin")  # the eager ones, as on the other backends
 
 
@@ -94,7 +108,7 @@ class KafkaGroupConsumer(GroupConsumer):
             "session.timeout.ms": round(session_timeout * 1000),
             "heartbeat.interval.ms": round(heartbeat * 1000),
             "partition.assignment.strategy": assignor,
-            "fetch.wait.max.ms": 100,
+            **FETCH_SETTINGS,
         }
         self._consumer: Consumer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -376,9 +390,22 @@ class KafkaGroupConsumer(GroupConsumer):
             if remaining <= 0:
                 break
         with self._state:
-            records = [r for r in records if r.topic_partition in self._positions]
-            for record in records:
-                self._positions[record.topic_partition] = record.offset + 1
+            return self._advance(records)
+
+    def _advance(self, records: list[Record]) -> list[Record]:
+        """Keep the records of partitions still held and move their positions past them.
+
+        Records come in offset order per partition, so each partition's last one says
+        where it is (plain (topic, partition) keys: equal to TopicPartition, and updating
+        a key that is there keeps the key).
+        """
+        ends = {(record[0], record[1]): record[2] for record in records}
+        positions = self._positions
+        if any(tp not in positions for tp in ends):
+            records = [r for r in records if (r[0], r[1]) in positions]
+        for tp, offset in ends.items():
+            if tp in positions:
+                positions[tp] = offset + 1
         return records
 
     def _seek_now(self, consumer: Consumer, tp: TopicPartition, offset: int) -> None:
@@ -404,8 +431,11 @@ class KafkaGroupConsumer(GroupConsumer):
                 raise NoOffset(
                     self.group or "(none)", message.topic() or "", message.partition() or 0
                 )
-            elif error.code() != KafkaError._PARTITION_EOF:
+            elif error.fatal() or error.code() in GONE:
                 raise BrokerError(f"kafka: consuming {message.topic()}: {error.str()}")
+            elif error.code() != KafkaError._PARTITION_EOF:
+                # a lost connection, a leader moving: librdkafka reconnects and goes on
+                log.warning("kafka: consuming %s: %s (retrying)", message.topic(), error.str())
         return records
 
     # committing

@@ -109,6 +109,10 @@ def client_config(servers: str, options: KafkaOptions) -> dict[str, Any]:
         "client.id": options.client_id,
         "security.protocol": options.security_protocol,
         "logger": log,
+        # a metadata lookup must not create the topic it asks about (brokers with
+        # auto.create.topics.enable, Kafka's default, would); App(auto_create_topics=...)
+        # decides that
+        "allow.auto.create.topics": False,
     }
     optional = {
         "sasl.mechanism": options.sasl_mechanism,

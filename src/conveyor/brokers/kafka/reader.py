@@ -26,19 +26,28 @@ END_REPORT_S = 5.0  # longest a fetch waits for the broker to report the partiti
 
 
 def to_record(message: Message) -> Record:
+    """The Record of a consumed message (once per record read: kept short).
+
+    ``tuple.__new__`` builds the NamedTuple without its Python-level ``__new__``, which is
+    a fifth of the cost of a record.
+    """
     _, timestamp_ms = message.timestamp()
-    raw = message.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    headers = {k: _text(v) for k, v in pairs}
-    return Record(
+    raw = message.headers()
+    fields = (
         message.topic() or "",
         message.partition() or 0,
         message.offset() or 0,
         timestamp_ms / 1000,
         message.key(),
         message.value(),
-        headers,
+        _headers(raw) if raw else {},
     )
+    return tuple.__new__(Record, fields)
+
+
+def _headers(raw: Any) -> dict[str, str]:
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return {k: _text(v) for k, v in pairs}
 
 
 def _text(value: str | bytes | None) -> str:
