@@ -202,6 +202,12 @@ def tansu_server() -> str:
     return TANSU.start()
 
 
+@pytest.fixture(scope="session")
+def shared_noida_server() -> str:
+    """The session's noida-db broker's bootstrap address (the ``kafka-noida`` backend's)."""
+    return NOIDA.start()
+
+
 @pytest.fixture
 def noida_server(tmp_path: Path) -> collections.abc.Iterator[NoidaServer]:
     """A noida-db broker of this test's own, on a data directory in ``tmp_path``, for

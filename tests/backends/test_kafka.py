@@ -17,9 +17,15 @@ from confluent_kafka import TopicPartition as KafkaPartition
 
 from conveyor import open_broker
 from conveyor.brokers.kafka import KafkaBroker
-from conveyor.brokers.stream_types import ProducerRecord, TopicPartition, TopicSpec
-from conveyor.errors import BrokerUnavailable, ConfigError
-from tests.kafka_server import tansu_server  # noqa: F401  (the session fixture)
+from conveyor.brokers.stream_types import (
+    OffsetCommit,
+    ProducerRecord,
+    TopicConfig,
+    TopicPartition,
+    TopicSpec,
+)
+from conveyor.errors import BrokerUnavailable, ConfigError, MessageTooLarge
+from tests.kafka_server import shared_noida_server, tansu_server  # noqa: F401  (session fixtures)
 
 
 def unique(prefix: str) -> str:
@@ -140,3 +146,21 @@ async def test_the_groups_cli_lists_describes_resets_and_deletes_kafka_groups(
         assert await broker.committed_offsets(group, [tp]) == {tp: 0}
     conveyor("delete", group)
     assert group not in [g["name"] for g in conveyor("list")]
+
+
+async def test_a_failed_transaction_is_aborted_and_nothing_of_it_is_seen(
+    shared_noida_server: str,  # noqa: F811
+) -> None:
+    topic, group = unique("derived"), unique("etl")
+    source = TopicPartition(unique("source"), 0)
+    async with open_broker(f"kafka://{shared_noida_server}") as broker:
+        await broker.create_topic(TopicSpec(topic, 1, TopicConfig(max_message_bytes=100)))
+        records = [ProducerRecord(b"fits"), ProducerRecord(b"x" * 1000)]
+        with pytest.raises(MessageTooLarge):
+            await broker.produce(topic, records, commit=OffsetCommit(group, {source: 5}))
+        assert await broker.committed_offsets(group) == {}
+        await broker.produce(
+            topic, [ProducerRecord(b"next")], commit=OffsetCommit(group, {source: 6})
+        )
+        assert [r.value for r in await broker.fetch({TopicPartition(topic, 0): 0})] == [b"next"]
+        assert await broker.committed_offsets(group) == {source: 6}

@@ -78,9 +78,17 @@ _RABBITMQ = frozenset(
     }
 )
 
-_KAFKA = frozenset({Capability.STREAMS, Capability.REPLAY, Capability.CONSUMER_GROUPS})
-"""Idempotent and transactional produce are not declared: neither was verified on a broker
-that implements them (Tansu's transactions leave aborted records visible)."""
+_KAFKA = frozenset(
+    {
+        Capability.STREAMS,
+        Capability.REPLAY,
+        Capability.CONSUMER_GROUPS,
+        Capability.TRANSACTIONAL_PRODUCE,
+    }
+)
+"""Idempotent produce is not declared: Kafka's idempotent producer keeps its own retries
+from duplicating records, but a call sent again after an unknown outcome is a new one to
+the brokers, which is what IDEMPOTENT_PRODUCE promises to absorb."""
 
 DECLARED: dict[str, frozenset[Capability]] = {
     "sqlite": _EMBEDDED,

@@ -9,10 +9,13 @@ naming the backends that have them. Only what holds on the broker is declared: s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from conveyor.brokers.base import Broker
@@ -24,6 +27,7 @@ from conveyor.brokers.kafka.groups import GroupAdmin
 from conveyor.brokers.kafka.options import KafkaOptions, client_config, parse
 from conveyor.brokers.kafka.producer import RecordProducer
 from conveyor.brokers.kafka.reader import OutOfRange, PartitionReader
+from conveyor.brokers.kafka.transactions import TransactionalProducer
 from conveyor.brokers.stream_types import (
     GroupInfo,
     OffsetCommit,
@@ -36,7 +40,13 @@ from conveyor.brokers.stream_types import (
     TopicPartition,
     TopicSpec,
 )
-from conveyor.errors import BrokerUnavailable, ConfigError, OffsetOutOfRange, PartitionNotFound
+from conveyor.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    MemberFenced,
+    OffsetOutOfRange,
+    PartitionNotFound,
+)
 from conveyor.settings import mask_url
 
 __all__ = ["KafkaBroker", "KafkaOptions"]
@@ -62,6 +72,9 @@ class KafkaBroker(Broker):
         # (count, when counted): topics only grow, and alter_topic and delete_topic forget
         self._partition_counts: dict[str, tuple[int, float]] = {}
         self._producer: RecordProducer | None = None
+        self._transactional: TransactionalProducer | None = None
+        self._consumers: weakref.WeakSet[KafkaGroupConsumer] = weakref.WeakSet()
+        self._group_handles: dict[str, Consumer] = {}  # unsubscribed: group metadata only
         self._reader: PartitionReader | None = None
 
     def __repr__(self) -> str:
@@ -82,10 +95,15 @@ class KafkaBroker(Broker):
             raise
 
     async def close(self) -> None:
-        producer, self._producer = self._producer, None
+        producers = [self._producer, self._transactional]
+        self._producer = self._transactional = None
         reader, self._reader = self._reader, None
-        if producer is not None:
-            await producer.close(self.options.timeout)
+        for producer in producers:
+            if producer is not None:
+                await producer.close(self.options.timeout)
+        handles, self._group_handles = list(self._group_handles.values()), {}
+        for handle in handles:
+            await asyncio.to_thread(handle.close)
         if reader is not None:
             await reader.close()
         self._admin_client = self._topic_admin = self._group_admin = None
@@ -140,21 +158,65 @@ class KafkaBroker(Broker):
         if counted is None or time.monotonic() - counted[1] > METADATA_MAX_AGE_S:
             counted = await self._count_partitions(topic)
         partitions = counted[0]
-        if self._producer is None:
-            linger_ms = round(self.options.linger * 1000)
-            self._producer = RecordProducer(
-                {
-                    **self._config,
-                    "acks": "all",
-                    "linger.ms": linger_ms,
-                    "message.timeout.ms": round(self.options.timeout * 1000),
-                }
-            )
         try:
-            return await self._producer.produce(topic, records, partitions)
+            return await self._send(topic, records, partitions, commit)
         except PartitionNotFound:  # grown by another client since we counted: count again
             partitions, _ = await self._count_partitions(topic)
+            return await self._send(topic, records, partitions, commit)
+
+    async def _send(
+        self,
+        topic: str,
+        records: Sequence[ProducerRecord],
+        partitions: int,
+        commit: OffsetCommit | None,
+    ) -> list[RecordMetadata]:
+        settings = {
+            **self._config,
+            "acks": "all",
+            "enable.idempotence": self.options.idempotence,
+            "linger.ms": round(self.options.linger * 1000),
+            "message.timeout.ms": round(self.options.timeout * 1000),
+        }
+        if commit is None:
+            if self._producer is None:
+                self._producer = RecordProducer(settings)
             return await self._producer.produce(topic, records, partitions)
+        group_metadata = await self._group_metadata(commit)
+        if self._transactional is None:
+            self._transactional = TransactionalProducer(settings, self.options.timeout)
+        try:
+            return await self._transactional.produce_and_commit(
+                topic, records, partitions, commit.group, commit.offsets, group_metadata
+            )
+        except BaseException:
+            # aborted; a new producer (a new transactional.id) starts clean on any broker
+            failed, self._transactional = self._transactional, None
+            await failed.close(self.options.timeout)
+            raise
+
+    async def _group_metadata(self, commit: OffsetCommit) -> object:
+        """What fences a transactional commit: the member's own consumer's group metadata,
+        or for a commit without a member (only while the group has none) the group's."""
+        if commit.member_id is not None:
+            for consumer in self._consumers:
+                member = consumer.membership
+                if member and (member.group, member.member_id) == (commit.group, commit.member_id):
+                    return consumer.group_metadata()
+            raise MemberFenced(
+                commit.group,
+                commit.member_id,
+                "no consumer of this broker is that member (on kafka:// a transactional "
+                "commit is made through the broker that opened the member's consumer)",
+            )
+        with contextlib.suppress(ConfigError):  # no such group yet: nobody to fence
+            if (await self.describe_group(commit.group)).members:
+                raise MemberFenced(commit.group, "(none)", "the group has active members")
+        handle = self._group_handles.get(commit.group)
+        if handle is None:
+            handle = Consumer({**self._config, "group.id": commit.group})
+            self._group_handles[commit.group] = handle
+        return handle.consumer_group_metadata()
 
     async def _count_partitions(self, topic: str) -> tuple[int, float]:
         counted = (await self._admin().partition_count(topic), time.monotonic())
@@ -208,14 +270,18 @@ class KafkaBroker(Broker):
     def open_group(self, topics: Sequence[str], group: str, **options: Any) -> GroupConsumer:
         """librdkafka's group consumer (see KafkaGroupConsumer); the options are those of
         the other backends' consumers."""
-        return KafkaGroupConsumer(self._config, self._admin(), topics, group=group, **options)
+        consumer = KafkaGroupConsumer(self._config, self._admin(), topics, group=group, **options)
+        self._consumers.add(consumer)
+        return consumer
 
     def open_assigned(
         self, partitions: Sequence[tuple[str, int]], *, group: str | None = None, **options: Any
     ) -> GroupConsumer:
-        return KafkaGroupConsumer(
+        consumer = KafkaGroupConsumer(
             self._config, self._admin(), assign=partitions, group=group, **options
         )
+        self._consumers.add(consumer)
+        return consumer
 
     def _groups(self) -> GroupAdmin:
         self._admin()

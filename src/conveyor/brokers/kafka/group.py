@@ -354,6 +354,10 @@ class KafkaGroupConsumer(GroupConsumer):
         with self._state:
             return set(self._paused)
 
+    def group_metadata(self) -> object:
+        """This member's group metadata, which fences a transaction's offset commit."""
+        return self._started().consumer_group_metadata()
+
     def _started(self) -> Consumer:
         if self._consumer is None:
             raise ConfigError("the consumer is not started: call start() or poll() first")

@@ -35,6 +35,8 @@ class KafkaOptions:
         client_id: the name brokers log for this client.
         timeout: seconds an admin call or a produce waits for the broker before it fails.
         linger: seconds the producer waits to fill a batch.
+        idempotence: librdkafka's idempotent producer, so that its own retries neither
+            duplicate nor reorder records (turn off for a broker without InitProducerId).
     """
 
     security_protocol: str = "PLAINTEXT"
@@ -47,6 +49,7 @@ class KafkaOptions:
     client_id: str = "conveyor"
     timeout: float = 30.0
     linger: float = 0.005
+    idempotence: bool = True
 
     def __post_init__(self) -> None:
         protocol = self.security_protocol.upper()

@@ -40,8 +40,8 @@ class DeliveryBatch:
 
     def callback(self, index: int) -> Callable[[KafkaError | None, Message], None]:
         def delivered(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                self.error = self.error or error
+            if error is not None and (self.error is None or _purged(self.error)):
+                self.error = error  # the cause, rather than a purge it led to
             else:
                 _, timestamp_ms = message.timestamp()
                 self.metadata[index] = RecordMetadata(
@@ -63,6 +63,10 @@ class DeliveryBatch:
             self.future.set_exception(delivery_error(self.error))
         else:
             self.future.set_result([m for m in self.metadata if m is not None])
+
+
+def _purged(error: KafkaError) -> bool:
+    return error.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
 
 
 def delivery_error(error: KafkaError) -> Exception:
