@@ -399,7 +399,11 @@ class Broker(ABC):
         batch: ProducerBatch | None = None,
         commit: OffsetCommit | None = None,
     ) -> list[RecordMetadata]:
-        """Append records atomically (all or none) and return where each landed.
+        """Append records and return where each landed.
+
+        All or none on the embedded engine, and on Kafka with ``commit`` (a transaction);
+        a plain Kafka produce goes partition by partition, so a failure part-way (a record
+        too large, a partition away) may leave the others appended, and the call raises.
 
         ``batch`` makes the call idempotent (IDEMPOTENT_PRODUCE, see ProducerBatch).
         ``commit`` stores a group's offsets in the same transaction (TRANSACTIONAL_PRODUCE):
