@@ -14,7 +14,7 @@ import pytest
 from conveyor import open_broker
 from conveyor.app import App
 from conveyor.brokers.stream_types import ProducerRecord, TopicConfig, TopicPartition, TopicSpec
-from conveyor.errors import DatabaseLocked
+from conveyor.errors import ConfigError, DatabaseLocked
 from conveyor.events.producer import Producer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,3 +104,12 @@ def test_the_sync_forms_create_topics_and_produce_without_an_event_loop(sqlite_u
         assert [(r.key, r.value) for r in records] == [(b"ada", b'{"action":"login"}')]
     finally:
         app.close()
+
+
+async def test_the_embedded_engine_refuses_more_than_one_copy_of_a_partition() -> None:
+    async with open_broker("memory://") as broker:
+        with pytest.raises(ConfigError, match="one copy of each partition"):
+            await broker.create_topic(TopicSpec("copies", 1, replication_factor=3))
+        assert await broker.list_topics() == []
+        await broker.create_topic(TopicSpec("copies", 1, replication_factor=1))
+        assert [spec.name for spec in await broker.list_topics()] == ["copies"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -108,9 +109,12 @@ def test_the_topics_cli_manages_kafka_topics(tansu_server: str) -> None:  # noqa
         )  # fmt: skip
         return done.stdout
 
-    assert "3 partitions" in conveyor("topics", "create", topic, "--partitions", "3")
+    created = conveyor("topics", "create", topic, "--partitions", "3", "--replication-factor", "1")
+    assert "3 partitions" in created
     assert topic in conveyor("topics", "list")
-    assert "partitions: 3" in conveyor("topics", "describe", topic)
+    described = conveyor("topics", "describe", topic)
+    assert re.search(r"^partitions:\s+3$", described, re.MULTILINE)
+    assert re.search(r"^replication:\s+1$", described, re.MULTILINE)
     conveyor("topics", "delete", topic)
     assert topic not in conveyor("topics", "list")
 
@@ -164,3 +168,15 @@ async def test_a_failed_transaction_is_aborted_and_nothing_of_it_is_seen(
         )
         assert [r.value for r in await broker.fetch({TopicPartition(topic, 0): 0})] == [b"next"]
         assert await broker.committed_offsets(group) == {source: 6}
+
+
+async def test_a_replication_factor_the_cluster_cannot_reach_is_refused_clearly(
+    shared_noida_server: str,  # noqa: F811
+) -> None:
+    topic = unique("replicated")
+    async with open_broker(f"kafka://{shared_noida_server}") as broker:
+        with pytest.raises(ConfigError, match="replication factor of 3"):
+            await broker.create_topic(TopicSpec(topic, 1, replication_factor=3))
+        assert topic not in [spec.name for spec in await broker.list_topics()]
+        await broker.create_topic(TopicSpec(topic, 1))
+        assert (await broker.describe_topic(topic)).spec.replication_factor == 1

@@ -35,6 +35,7 @@ __all__ = [
     "TopicSpec",
 ]
 
+MAX_REPLICATION = 32767  # Kafka's: a 16-bit count
 MAX_PARTITIONS = 10_000
 DAY = 86_400.0
 
@@ -114,15 +115,24 @@ class TopicConfig:
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
-    """A topic: its name, partition count and config."""
+    """A topic: its name, partition count and config.
+
+    ``replication_factor`` is how many copies of each partition a cluster keeps; None
+    asks for the cluster's default on create, and is what a backend that does not report
+    it answers (the embedded engine keeps one copy). Two specs that differ only in it are
+    equal: a topic is the same topic whatever the cluster made of the request.
+    """
 
     name: str
     partitions: int = 1
     config: TopicConfig = field(default_factory=TopicConfig)
+    replication_factor: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         check_name("topic", self.name)
         _count(self.partitions, "partitions", upper=MAX_PARTITIONS)
+        if self.replication_factor is not None:
+            _count(self.replication_factor, "replication_factor", upper=MAX_REPLICATION)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,12 @@ def add_parser(commands: Any) -> None:
     create.add_argument("name")
     create.add_argument("--partitions", type=count, default=1, metavar="N", help="default 1")
     create.add_argument("--config", action="append", metavar="KEY=VALUE", help=config_help)
+    create.add_argument(
+        "--replication-factor",
+        type=count,
+        metavar="N",
+        help="copies of each partition (default: the cluster's)",
+    )
     add_command(topics, "list", list_topics, "topics with their size and retention")
     describe = add_command(topics, "describe", describe_topic, "a topic's config and partitions")
     describe.add_argument("name")
@@ -108,6 +114,7 @@ def _info_json(info: TopicInfo) -> dict[str, Any]:
     return {
         "name": info.spec.name,
         "partitions": info.spec.partitions,
+        "replication_factor": info.spec.replication_factor,
         "by_partition": [dataclasses.asdict(p) for p in info.partitions],
         "records": info.records,
         "bytes": sum(p.bytes for p in info.partitions),
@@ -118,7 +125,7 @@ def _info_json(info: TopicInfo) -> dict[str, Any]:
 async def create_topic(ctx: Context) -> int:
     arguments = ctx.arguments
     config = topic_config(key_values(arguments.config, "--config"))
-    spec = TopicSpec(arguments.name, arguments.partitions, config)
+    spec = TopicSpec(arguments.name, arguments.partitions, config, arguments.replication_factor)
     existed = spec.name in {s.name for s in await ctx.broker.list_topics()}
     await ctx.broker.create_topic(spec)
     verb = "topic exists" if existed else "created topic"
@@ -169,6 +176,7 @@ async def describe_topic(ctx: Context) -> int:
             [
                 ("topic", info.spec.name),
                 ("partitions", str(info.spec.partitions)),
+                ("replication", str(info.spec.replication_factor or "-")),
                 ("records", f"{data['records']} ({data['bytes']} bytes)"),
                 ("config", _config_text(info.spec.config)),
             ]

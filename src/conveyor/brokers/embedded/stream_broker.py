@@ -83,6 +83,11 @@ class StreamMethods:
     # topics
 
     async def create_topic(self, spec: TopicSpec) -> None:
+        if (spec.replication_factor or 1) > 1:
+            raise ConfigError(
+                f"the embedded engine keeps one copy of each partition; topic {spec.name!r} "
+                f"cannot have replication_factor={spec.replication_factor} (leave it out)"
+            )
         await self._stream_write(lambda c: streams.create(c, spec, now_ms()))
 
     async def delete_topic(self, name: str) -> None:

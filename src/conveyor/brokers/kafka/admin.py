@@ -20,6 +20,7 @@ from confluent_kafka.admin import (
     NewPartitions,
     NewTopic,
     OffsetSpec,
+    TopicMetadata,
 )
 
 from conveyor.brokers.stream_types import (
@@ -40,6 +41,12 @@ from conveyor.errors import (
 )
 
 UNLIMITED = -1
+REFUSED_SETTINGS = (
+    KafkaError.INVALID_REPLICATION_FACTOR,
+    KafkaError.INVALID_PARTITIONS,
+    KafkaError.INVALID_CONFIG,
+)
+BROKER_DEFAULT = -1  # CreateTopics: the cluster's default.replication.factor (Kafka >= 2.4)
 INTERNAL_PREFIX = "__"
 INTERNAL_GROUP = "conveyor-internal-"  # group ids of consumers that join no group
 
@@ -93,6 +100,8 @@ def error_of(exc: BaseException, *, topic: str | None = None) -> BaseException:
     code = error.code()
     if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC) and topic:
         return TopicNotFound(topic)
+    if code in REFUSED_SETTINGS:
+        return ConfigError(f"kafka: {error.str()}")
     if code == KafkaError._UNSUPPORTED_FEATURE:
         return NotSupported(error.str(), "kafka")
     if code in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN):
@@ -115,6 +124,9 @@ class TopicAdmin:
         self._timeout = timeout
 
     async def partition_count(self, topic: str) -> int:
+        return len((await self._metadata(topic)).partitions)
+
+    async def _metadata(self, topic: str) -> TopicMetadata:
         try:
             metadata = await asyncio.to_thread(self._admin.list_topics, topic, self._timeout)
         except KafkaException as exc:
@@ -124,7 +136,7 @@ class TopicAdmin:
             raise error_of(KafkaException(found.error), topic=topic)
         if found is None or not found.partitions:
             raise TopicNotFound(topic)
-        return len(found.partitions)
+        return found
 
     async def names(self) -> list[str]:
         metadata = await asyncio.to_thread(self._admin.list_topics, None, self._timeout)
@@ -135,14 +147,16 @@ class TopicAdmin:
         )
 
     async def spec(self, topic: str) -> TopicSpec:
-        partitions = await self.partition_count(topic)
+        partitions = (await self._metadata(topic)).partitions
         (future,) = self._admin.describe_configs([ConfigResource("topic", topic)]).values()
         entries = await wait(future, topic=topic)
         values = {name: entry.value for name, entry in entries.items() if entry.value is not None}
-        return TopicSpec(topic, partitions, config_from_kafka(values))
+        replicas = len(partitions[0].replicas) if 0 in partitions else None
+        return TopicSpec(topic, len(partitions), config_from_kafka(values), replicas or None)
 
     async def create(self, spec: TopicSpec) -> None:
-        new = NewTopic(spec.name, spec.partitions, 1, config=topic_configs(spec.config))
+        replication = spec.replication_factor or BROKER_DEFAULT
+        new = NewTopic(spec.name, spec.partitions, replication, config=topic_configs(spec.config))
         (future,) = self._admin.create_topics([new], request_timeout=self._timeout).values()
         try:
             await asyncio.wrap_future(future)
