@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from conveyor.assignors import TopicPartition
@@ -131,17 +130,6 @@ class CoordinatedConsumer(GroupConsumer):
         if offset < 0:
             raise ConfigError(f"offset must be >= 0, not {offset}")
         self._positions[TopicPartition(*partition)] = offset
-
-    async def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
-        await self._seek_at("earliest", partitions)
-
-    async def seek_to_end(self, *partitions: tuple[str, int]) -> None:
-        await self._seek_at("latest", partitions)
-
-    async def seek_to_time(self, when: float | datetime, *partitions: tuple[str, int]) -> None:
-        """Read from the first record at or after ``when`` (a timestamp or datetime)."""
-        stamp = when.timestamp() if isinstance(when, datetime) else float(when)
-        await self._seek_at(stamp, partitions)
 
     async def _seek_at(self, at: str | float, partitions: Sequence[tuple[str, int]]) -> None:
         chosen = [TopicPartition(*p) for p in partitions] or list(self._positions)

@@ -99,15 +99,22 @@ class GroupConsumer(ABC):
     def seek(self, partition: tuple[str, int], offset: int) -> None:
         """Read ``partition`` from ``offset`` on the next poll."""
 
-    @abstractmethod
-    async def seek_to_beginning(self, *partitions: tuple[str, int]) -> None: ...
+    async def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
+        """Read these partitions (default: all held) from their log start."""
+        await self._seek_at("earliest", partitions)
 
-    @abstractmethod
-    async def seek_to_end(self, *partitions: tuple[str, int]) -> None: ...
+    async def seek_to_end(self, *partitions: tuple[str, int]) -> None:
+        """Read only what is appended from now on."""
+        await self._seek_at("latest", partitions)
 
-    @abstractmethod
     async def seek_to_time(self, when: float | datetime, *partitions: tuple[str, int]) -> None:
         """Read from the first record at or after ``when`` (a timestamp or datetime)."""
+        stamp = when.timestamp() if isinstance(when, datetime) else float(when)
+        await self._seek_at(stamp, partitions)
+
+    @abstractmethod
+    async def _seek_at(self, at: str | float, partitions: Sequence[tuple[str, int]]) -> None:
+        """Seek ``partitions`` (all held if none) to ``at``: "earliest", "latest" or a time."""
 
     @abstractmethod
     def pause(self, *partitions: tuple[str, int]) -> None:

@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import Future
-from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
@@ -295,17 +294,6 @@ class KafkaGroupConsumer(GroupConsumer):
             raise ConfigError(f"offset must be >= 0, not {offset}")
         with self._state:
             self._seeks[TopicPartition(*partition)] = offset
-
-    async def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
-        await self._seek_at("earliest", partitions)
-
-    async def seek_to_end(self, *partitions: tuple[str, int]) -> None:
-        await self._seek_at("latest", partitions)
-
-    async def seek_to_time(self, when: float | datetime, *partitions: tuple[str, int]) -> None:
-        """Read from the first record at or after ``when`` (a timestamp or datetime)."""
-        stamp = when.timestamp() if isinstance(when, datetime) else float(when)
-        await self._seek_at(stamp, partitions)
 
     async def _seek_at(self, at: str | float, partitions: Sequence[tuple[str, int]]) -> None:
         chosen = [TopicPartition(*p) for p in partitions] or sorted(self.assignment())
