@@ -116,7 +116,7 @@ class KafkaBroker(Broker):
         except Exception as exc:
             raise BrokerUnavailable(
                 f"kafka: no broker answered at {self.servers} within {timeout:g} s "
-                f"({mask_url(self.url)}): {error_of(exc)}"
+                f"({mask_url(self.url)}): {str(error_of(exc)).removeprefix('kafka: ')}"
             ) from exc
 
     def _admin(self) -> TopicAdmin:
