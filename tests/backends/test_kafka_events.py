@@ -12,7 +12,7 @@ import secrets
 import signal
 import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -22,11 +22,15 @@ from conveyor.app import App
 from conveyor.brokers.stream_types import Record, TopicPartition
 from conveyor.errors import PermanentError, TemporaryError
 from conveyor.events.producer import record
+from conveyor.events.window_store import WindowStore
 from conveyor.events.windows import TumblingWindows
 from conveyor.worker.consume import Worker
-from tests.kafka_server import tansu_server  # noqa: F401  (the session fixture)
+from tests.kafka_server import shared_noida_server, tansu_server  # noqa: F401  (session fixtures)
 
-JOIN_TIMEOUT_S = 40.0  # Tansu forms a group after 3 s; a loaded machine takes longer
+JOIN_TIMEOUT_S = 40.0
+Window = tuple[
+    str, float
+]  # (page, start)  # Tansu forms a group after 3 s; a loaded machine takes longer
 
 
 def unique(prefix: str) -> str:
@@ -200,3 +204,58 @@ async def test_conveyor_worker_runs_a_kafka_apps_subscribers_and_stops_on_sigter
     broker = await kafka_app.abroker()
     committed = await broker.committed_offsets(group)
     assert sum(committed.values()) == 20
+
+
+async def count_in_store(
+    app: App, topic: str, group: str, done: Callable[[dict[Window, int]], bool]
+) -> dict[Window, int]:
+    """Count clicks per page per minute in a WindowStore until ``done(windows closed)``,
+    then commit; the windows this member closed, each once."""
+    broker = await app.abroker()
+    windows = TumblingWindows(size=60)
+    store = WindowStore(broker, windows, group=group, name="per-page")
+    closed: dict[Window, int] = {}
+    consumer = store.open_consumer([topic], auto_offset_reset="earliest")
+    async with consumer, asyncio.timeout(JOIN_TIMEOUT_S):
+        async for batch in store.batches(timeout=0.1, max_records=40):
+            results = list(batch.closed)
+            for click in batch.records:
+                page = json.loads(click.value or b"")["page"]
+                results += windows.add(
+                    page, click.timestamp, partition=click.topic_partition, offset=click.offset
+                )
+            for result in results:
+                assert closed.setdefault((result.key, result.start), result.count) == result.count
+            if done(closed):
+                await store.commit()
+                return closed
+    raise AssertionError("unreachable: batches() polls for ever")
+
+
+async def test_a_window_store_hands_its_windows_to_the_next_member_on_kafka(
+    shared_noida_server: str,  # noqa: F811
+) -> None:
+    app = App(f"kafka://{shared_noida_server}")
+    topic, group = unique("clicks"), unique("pages")
+    await app.acreate_topic(topic, 2)
+    sent: dict[Window, int] = defaultdict(int)
+    clicks = []
+    for n in range(240):
+        timestamp, page = 10_000.0 + n * 1.3, f"/p{n % 5}"
+        clicks.append(record({"page": page}, key=f"user{n % 11}", timestamp=timestamp))
+        sent[(page, timestamp // 60 * 60)] += 1
+    far = [record({"page": "end"}, partition=p, timestamp=99_000.0) for p in (0, 1)]
+    producer = await app.aproducer()
+    await producer.send_batch(topic, clicks + far)
+    try:
+        first = await count_in_store(app, topic, group, lambda closed: len(closed) >= 10)
+        rest = await count_in_store(
+            app, topic, group, lambda closed: closed.keys() | first.keys() >= sent.keys()
+        )
+    finally:
+        await app.aclose()
+        app.close()
+    for window in first.keys() & rest.keys():
+        assert first[window] == rest[window], window  # reported again, alike
+    reported = {**first, **rest}
+    assert {window: count for window, count in reported.items() if window[0] != "end"} == sent
