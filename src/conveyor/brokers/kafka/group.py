@@ -139,6 +139,7 @@ class KafkaGroupConsumer(GroupConsumer):
             await self._admin.partition_count(topic)  # TopicNotFound now, not in a poll
         await self._admin.check_partitions(self._manual)
         self._loop = asyncio.get_running_loop()
+        self._closing = False
         consumer = self._consumer = Consumer(self._config)
         try:
             async with self._busy:
