@@ -118,10 +118,15 @@ class Database:
                 raise self._translate(exc) from exc
 
     def _validate_and_migrate(self, connection: sqlite3.Connection) -> None:
-        application_id = connection.execute("PRAGMA application_id").fetchone()[0]
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if application_id != APPLICATION_ID:
+        # one snapshot: another process may be creating the schema of a new file meanwhile
+        connection.execute("BEGIN")
+        try:
+            application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
             tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            connection.execute("COMMIT")
+        if application_id != APPLICATION_ID:
             if tables or application_id or version:
                 raise NotAConveyorDatabase(
                     self.label,
