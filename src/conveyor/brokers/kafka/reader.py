@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message
@@ -22,6 +23,7 @@ from conveyor.errors import BrokerError
 
 OUT_OF_RANGE = (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE)
 SLICE_S = 0.05
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})  # shared: a Record's headers are read-only
 END_REPORT_S = 5.0  # longest a fetch waits for the broker to report the partitions' ends
 
 
@@ -40,7 +42,7 @@ def to_record(message: Message) -> Record:
         timestamp_ms / 1000,
         message.key(),
         message.value(),
-        _headers(raw) if raw else {},
+        _headers(raw) if raw else NO_HEADERS,
     )
     return tuple.__new__(Record, fields)
 
