@@ -154,7 +154,12 @@ FIGURES: dict[str, tuple[str, str]] = {
     ),
     "kafka_raw_consume_per_s": (
         "msg/s",
-        f"confluent-kafka Consumer assigned at offset 0, consume({KAFKA_POLL_RECORDS}) to the end",
+        f"confluent-kafka Consumer assigned at offset 0, consume({KAFKA_POLL_RECORDS}) to the "
+        "end, each record's fields read (what a Record carries)",
+    ),
+    "kafka_raw_value_consume_per_s": (
+        "msg/s",
+        "the same reading each record's value alone (a reference: no twin, no target)",
     ),
     "kafka_consume_per_s": (
         "msg/s",
@@ -580,6 +585,12 @@ async def measure_kafka(address: str, sizes: Sizes, token: str) -> Figures:
     results.update(
         await measure_rounds(token, "kafka_raw_flush_produce_per_s", flushed, sizes.kafka_produce)
     )
+    value_only = functools.partial(raw_kafka_consume, address, every_field=False)
+    results.update(
+        await measure_rounds(
+            token, "kafka_raw_value_consume_per_s", value_only, sizes.kafka_consume
+        )
+    )
     results.update(await measure_subscriber(address, token, sizes.kafka_subscriber))
     return results
 
@@ -762,22 +773,27 @@ async def conveyor_kafka_consume(address: str, topic: str, count: int) -> float:
     return seconds
 
 
-async def raw_kafka_consume(address: str, topic: str, count: int) -> float:
+async def raw_kafka_consume(
+    address: str, topic: str, count: int, *, every_field: bool = True
+) -> float:
     async with kafka_topic(address, topic):
         await asyncio.to_thread(kafka_fill, address, topic, count)
-        return await asyncio.to_thread(raw_read, address, topic, count)
+        return await asyncio.to_thread(raw_read, address, topic, count, every_field)
 
 
-def raw_read(address: str, topic: str, count: int) -> float:
-    """A Consumer assigned to partition 0 at offset 0, ``consume(500)`` and each record's
-    value read, until ``count``: timed from making the consumer to the last record. It
-    fetches with the settings Conveyor's consumer fetches with (``FETCH_SETTINGS``)."""
+def raw_read(address: str, topic: str, count: int, every_field: bool) -> float:
+    """A Consumer assigned to partition 0 at offset 0, ``consume(500)`` until ``count``,
+    timed from making the consumer to the last record. Of each record it reads what a
+    Conveyor Record carries (topic, partition, offset, timestamp, key, value, headers),
+    the work Conveyor does for its caller, or with ``every_field=False`` the value alone.
+    It fetches with the settings Conveyor's consumer fetches with (``FETCH_SETTINGS``)."""
     from confluent_kafka import Consumer
     from confluent_kafka import TopicPartition as KafkaPartition
 
     from conveyor.brokers.kafka.group import FETCH_SETTINGS
 
     read = 0
+    fields: list[tuple[object, ...]] = []
     started = time.perf_counter()
     consumer = Consumer(
         {"bootstrap.servers": address, "group.id": f"conveyor-bench-{secrets.token_hex(4)}",
@@ -792,8 +808,15 @@ def raw_read(address: str, topic: str, count: int) -> float:
             for message in messages:
                 if message.error() is not None:
                     raise RuntimeError(f"{topic}: {message.error()}")
-                message.value()
+                if every_field:
+                    fields.append(
+                        (message.topic(), message.partition(), message.offset(),
+                         message.timestamp(), message.key(), message.value(), message.headers())
+                    )  # fmt: skip
+                else:
+                    message.value()
                 read += 1
+            fields.clear()
         seconds = time.perf_counter() - started
     finally:
         consumer.close()

@@ -32,6 +32,9 @@ TANSU_NO_MEMBERS = pytest.mark.broker_fault(
     "kafka", "Tansu 0.6 answers DescribeGroups with no members, and the member id as assignor"
 )
 REBALANCE_TIMEOUT_S = 40.0
+WAIT_S = 10.0
+"""How long a poll that must return records may wait: a poll returns once it has some,
+and a broker shared by the whole suite may take seconds to serve a new topic's first fetch."""
 
 
 async def topic(broker: Broker, name: str, partitions: int = 4) -> list[TopicPartition]:
@@ -67,12 +70,12 @@ async def test_an_opened_group_consumer_reads_commits_and_resumes_from_its_commi
     await broker.produce(name, [ProducerRecord(f"v{i}".encode(), key=b"k") for i in range(3)])
     group = f"{name}-g"
     async with broker.open_group([name], group, auto_offset_reset="earliest") as consumer:
-        read = await consumer.poll(timeout=2)
+        read = await consumer.poll(timeout=WAIT_S)
         assert [r.value for r in read] == [b"v0", b"v1", b"v2"]
         await consumer.commit()
     await broker.produce(name, [ProducerRecord(b"v3", key=b"k")])
     async with broker.open_group([name], group, enable_auto_commit=False) as again:
-        assert [r.value for r in await again.poll(timeout=2)] == [b"v3"]
+        assert [r.value for r in await again.poll(timeout=WAIT_S)] == [b"v3"]
 
 
 async def test_an_assigned_consumer_reads_only_its_partition_without_joining(
@@ -83,7 +86,7 @@ async def test_an_assigned_consumer_reads_only_its_partition_without_joining(
     await broker.produce(name, [ProducerRecord(b"p1", partition=1)])
     async with broker.open_assigned([(name, 1)], auto_offset_reset="earliest") as consumer:
         assert consumer.assignment() == {partitions[1]}
-        assert [r.value for r in await consumer.poll(timeout=2)] == [b"p1"]
+        assert [r.value for r in await consumer.poll(timeout=WAIT_S)] == [b"p1"]
         assert consumer.membership is None
     assert not [group for group in await broker.list_groups() if group.startswith(name)]
 
@@ -101,13 +104,13 @@ async def test_an_assigned_consumer_keeps_a_groups_offsets_and_seeks(
         [tp], group=group, enable_auto_commit=False, auto_offset_reset="earliest"
     ) as consumer:
         assert consumer.position(tp) == 0
-        assert [r.value for r in await consumer.poll(timeout=2, max_records=2)] == [b"v0", b"v1"]
+        assert [r.value for r in await consumer.poll(timeout=WAIT_S, max_records=2)] == [b"v0", b"v1"]
         assert consumer.position(tp) == 2
         await consumer.commit()
         consumer.seek(tp, 3)
-        assert [r.value for r in await consumer.poll(timeout=2)] == [b"v3"]
+        assert [r.value for r in await consumer.poll(timeout=WAIT_S)] == [b"v3"]
         await consumer.seek_to_beginning(tp)
-        assert [r.offset for r in await consumer.poll(timeout=2)] == [0, 1, 2, 3]
+        assert [r.offset for r in await consumer.poll(timeout=WAIT_S)] == [0, 1, 2, 3]
         await consumer.seek_to_end()
         assert consumer.position(tp) == 4
         assert await consumer.poll(timeout=0.2) == []
@@ -118,7 +121,7 @@ async def test_an_assigned_consumer_keeps_a_groups_offsets_and_seeks(
         [tp], group=group, enable_auto_commit=False, auto_offset_reset="none"
     ) as again:
         assert again.position(tp) == 2
-        assert [r.value for r in await again.poll(timeout=2)] == [b"v2", b"v3"]
+        assert [r.value for r in await again.poll(timeout=WAIT_S)] == [b"v2", b"v3"]
 
 
 @pytest.mark.broker_fault("kafka", "Tansu 0.6 answers every ListOffsets by time with offset 0")
@@ -132,7 +135,7 @@ async def test_seeking_to_a_time_starts_at_the_first_record_at_or_after_it(
         await consumer.seek_to_time(stamps[1] - 0.5)
         assert consumer.position(tp) == 1
         await consumer.seek_to_time(datetime.fromtimestamp(stamps[2], UTC))
-        assert [r.offset for r in await consumer.poll(timeout=2)] == [2]
+        assert [r.offset for r in await consumer.poll(timeout=WAIT_S)] == [2]
         await consumer.seek_to_time(stamps[2] + 60)
         assert consumer.position(tp) == 3
 
@@ -148,7 +151,7 @@ async def test_without_a_commit_the_reset_policy_decides_where_to_start(
     async with broker.open_assigned([tp], auto_offset_reset="latest") as latest:
         assert latest.position(tp) == 1
         await produce_one_by_one(broker, name, ProducerRecord(b"new"))
-        assert [r.value for r in await latest.poll(timeout=2)] == [b"new"]
+        assert [r.value for r in await latest.poll(timeout=WAIT_S)] == [b"new"]
 
 
 async def test_a_paused_partition_is_not_read_until_resumed(broker: Broker, name: str) -> None:
@@ -163,7 +166,7 @@ async def test_a_paused_partition_is_not_read_until_resumed(broker: Broker, name
         assert await consumer.poll(timeout=0.3) == []
         consumer.resume(second)
         assert consumer.paused() == set()
-        assert [r.value for r in await consumer.poll(timeout=2)] == [b"b0"]
+        assert [r.value for r in await consumer.poll(timeout=WAIT_S)] == [b"b0"]
 
 
 async def test_members_split_the_partitions_and_a_leavers_move_to_the_others(
@@ -222,7 +225,7 @@ async def test_on_revoke_commits_before_partitions_move_so_nothing_is_read_twice
     second = broker.open_group([name], group, auto_offset_reset="earliest")
     try:
         async with first:
-            read = await first.poll(timeout=2)
+            read = await first.poll(timeout=WAIT_S)
             while len(read) < 2:
                 read += await first.poll(timeout=1)
             later = await poll_until(  # second joins in its first poll
@@ -291,4 +294,4 @@ async def test_offsets_reset_only_while_the_group_has_no_live_member(
     await broker.commit_offsets(OffsetCommit(group, {tp: 1}))
     async with broker.open_group([name], group, enable_auto_commit=False) as again:
         await poll_until([again], lambda: bool(again.assignment()))
-        assert [r.offset for r in await again.poll(timeout=2)] == [1, 2]
+        assert [r.offset for r in await again.poll(timeout=WAIT_S)] == [1, 2]

@@ -28,6 +28,7 @@ BOTH_SIDES = {
     "kafka_produce_per_s": 19_000.0,
     "kafka_raw_flush_produce_per_s": 200_000.0,
     "kafka_raw_consume_per_s": 2_000_000.0,
+    "kafka_raw_value_consume_per_s": 3_000_000.0,
     "kafka_consume_per_s": 500_000.0,
     "kafka_subscriber_per_s": 100_000.0,
     "kafka_subscriber_start_s": 5.0,

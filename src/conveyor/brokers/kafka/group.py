@@ -29,7 +29,7 @@ from confluent_kafka import TopicPartition as KafkaPartition
 
 from conveyor.brokers.group_consumer import GroupConsumer, OffsetReset, Revoked, check_options
 from conveyor.brokers.kafka.admin import INTERNAL_GROUP, TopicAdmin, error_of
-from conveyor.brokers.kafka.reader import OUT_OF_RANGE, to_record
+from conveyor.brokers.kafka.reader import OUT_OF_RANGE, to_records
 from conveyor.brokers.stream_types import Membership, Record, TopicPartition
 from conveyor.errors import BrokerError, ConfigError, MemberFenced, NoOffset
 
@@ -259,10 +259,9 @@ class KafkaGroupConsumer(GroupConsumer):
             return {}
         starts: dict[TopicPartition, int] = {}
         if self.group is not None:
-            asked = [KafkaPartition(t, p) for t, p in partitions]
-            for found in consumer.committed(asked, timeout=self._timeout):
-                if found.offset >= 0:
-                    starts[TopicPartition(found.topic, found.partition)] = found.offset
+            # the AdminClient's OffsetFetch: a consumer's own (committed()) was seen to answer
+            # "no offset" for a committed one on noida-db; Kafka's tools read them this way
+            starts = self._admin.committed_blocking(self.group, partitions)
         self._committed.update(starts)
         for tp in partitions:
             if tp not in starts:
@@ -425,7 +424,7 @@ class KafkaGroupConsumer(GroupConsumer):
                 self._positions[tp] = offset
 
     def _take(self, messages: list[Message]) -> list[Record]:
-        records = [to_record(message) for message in messages if message.error() is None]
+        records = to_records(messages)
         if len(records) < len(messages):
             self._check_errors(messages)
         return records

@@ -28,23 +28,25 @@ END_REPORT_S = 5.0  # longest a fetch waits for the broker to report the partiti
 
 
 def to_record(message: Message) -> Record:
-    """The Record of a consumed message (once per record read: kept short).
+    """The Record of a consumed message that carries no error."""
+    (record,) = to_records([message])
+    return record
 
-    ``tuple.__new__`` builds the NamedTuple without its Python-level ``__new__``, which is
-    a fifth of the cost of a record.
+
+def to_records(messages: list[Message]) -> list[Record]:
+    """The Records of the messages that carry no error.
+
+    The consumer's hot loop: one comprehension, with no call per record but the message's
+    own accessors (a function call per record was a fifth of a poll). ``tuple.__new__``
+    builds each NamedTuple without its Python-level ``__new__``.
     """
-    _, timestamp_ms = message.timestamp()
-    raw = message.headers()
-    fields = (
-        message.topic() or "",
-        message.partition() or 0,
-        message.offset() or 0,
-        timestamp_ms / 1000,
-        message.key(),
-        message.value(),
-        _headers(raw) if raw else NO_HEADERS,
-    )
-    return tuple.__new__(Record, fields)
+    new, empty = tuple.__new__, NO_HEADERS
+    return [
+        new(Record, (m.topic(), m.partition(), m.offset(), m.timestamp()[1] / 1000, m.key(),
+                     m.value(), _headers(raw) if (raw := m.headers()) else empty))
+        for m in messages
+        if m.error() is None
+    ]  # fmt: skip
 
 
 def _headers(raw: Any) -> dict[str, str]:
