@@ -104,7 +104,10 @@ async def test_an_assigned_consumer_keeps_a_groups_offsets_and_seeks(
         [tp], group=group, enable_auto_commit=False, auto_offset_reset="earliest"
     ) as consumer:
         assert consumer.position(tp) == 0
-        assert [r.value for r in await consumer.poll(timeout=WAIT_S, max_records=2)] == [b"v0", b"v1"]
+        assert [r.value for r in await consumer.poll(timeout=WAIT_S, max_records=2)] == [
+            b"v0",
+            b"v1",
+        ]
         assert consumer.position(tp) == 2
         await consumer.commit()
         consumer.seek(tp, 3)
