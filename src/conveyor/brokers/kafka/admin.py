@@ -124,12 +124,12 @@ class TopicAdmin:
         self._timeout = timeout
 
     def committed_blocking(
-        self, group: str, partitions: Sequence[TopicPartition]
+        self, group: str, partitions: Sequence[TopicPartition], timeout: float
     ) -> dict[TopicPartition, int]:
         """The group's committed offsets, for a consumer's thread (a blocking call)."""
         request = ConsumerGroupTopicPartitions(group, [KafkaPartition(*tp) for tp in partitions])
         (future,) = self._admin.list_consumer_group_offsets(
-            [request], request_timeout=self._timeout
+            [request], request_timeout=timeout
         ).values()
         try:
             answer = future.result()

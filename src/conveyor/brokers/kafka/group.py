@@ -31,7 +31,7 @@ from conveyor.brokers.group_consumer import GroupConsumer, OffsetReset, Revoked,
 from conveyor.brokers.kafka.admin import INTERNAL_GROUP, TopicAdmin, error_of
 from conveyor.brokers.kafka.reader import OUT_OF_RANGE, to_records
 from conveyor.brokers.stream_types import Membership, Record, TopicPartition
-from conveyor.errors import BrokerError, ConfigError, MemberFenced, NoOffset
+from conveyor.errors import BrokerError, BrokerUnavailable, ConfigError, MemberFenced, NoOffset
 
 SLICE_S = 0.05  # librdkafka's consume waits its whole timeout for a full batch: ask often
 FETCH_SETTINGS = {
@@ -259,14 +259,33 @@ class KafkaGroupConsumer(GroupConsumer):
             return {}
         starts: dict[TopicPartition, int] = {}
         if self.group is not None:
-            # the AdminClient's OffsetFetch: a consumer's own (committed()) was seen to answer
-            # "no offset" for a committed one on noida-db; Kafka's tools read them this way
-            starts = self._admin.committed_blocking(self.group, partitions)
+            starts = self._committed_now(consumer, self.group, partitions)
         self._committed.update(starts)
         for tp in partitions:
             if tp not in starts:
                 starts[tp] = self._reset(consumer, tp)
         return starts
+
+    def _committed_now(
+        self, consumer: Consumer, group: str, partitions: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """The group's commits, through the AdminClient's OffsetFetch (a consumer's own,
+        ``committed()``, was seen to answer "no offset" for a committed one on noida-db),
+        or through this consumer's own connection while the admin's is still coming back
+        after the broker restarted."""
+        try:
+            return self._admin.committed_blocking(group, partitions, self._timeout)
+        except BrokerUnavailable:
+            asked = [KafkaPartition(t, p) for t, p in partitions]
+            try:
+                answers = consumer.committed(asked, timeout=self._timeout)
+            except KafkaException as exc:
+                raise error_of(exc) from exc
+            return {
+                TopicPartition(found.topic, found.partition): found.offset
+                for found in answers
+                if found.offset >= 0
+            }
 
     def _reset(self, consumer: Consumer, tp: TopicPartition) -> int:
         if self.auto_offset_reset == "none":
