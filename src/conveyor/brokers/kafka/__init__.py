@@ -171,20 +171,15 @@ class KafkaBroker(Broker):
         partitions: int,
         commit: OffsetCommit | None,
     ) -> list[RecordMetadata]:
-        settings = {
-            **self._config,
-            "acks": "all",
-            "enable.idempotence": self.options.idempotence,
-            "linger.ms": round(self.options.linger * 1000),
-            "message.timeout.ms": round(self.options.timeout * 1000),
-        }
         if commit is None:
             if self._producer is None:
-                self._producer = RecordProducer(settings)
+                self._producer = RecordProducer(self._producer_config())
             return await self._producer.produce(topic, records, partitions)
         group_metadata = await self._group_metadata(commit)
         if self._transactional is None:
-            self._transactional = TransactionalProducer(settings, self.options.timeout)
+            self._transactional = TransactionalProducer(
+                self._producer_config(), self.options.timeout
+            )
         try:
             return await self._transactional.produce_and_commit(
                 topic, records, partitions, commit.group, commit.offsets, group_metadata
@@ -194,6 +189,15 @@ class KafkaBroker(Broker):
             failed, self._transactional = self._transactional, None
             await failed.close(self.options.timeout)
             raise
+
+    def _producer_config(self) -> dict[str, Any]:
+        return {
+            **self._config,
+            "acks": "all",
+            "enable.idempotence": self.options.idempotence,
+            "linger.ms": round(self.options.linger * 1000),
+            "message.timeout.ms": round(self.options.timeout * 1000),
+        }
 
     async def _group_metadata(self, commit: OffsetCommit) -> object:
         """What fences a transactional commit: the member's own consumer's group metadata,
@@ -270,7 +274,7 @@ class KafkaBroker(Broker):
     def open_group(self, topics: Sequence[str], group: str, **options: Any) -> GroupConsumer:
         """librdkafka's group consumer (see KafkaGroupConsumer); the options are those of
         the other backends' consumers."""
-        consumer = KafkaGroupConsumer(self._config, self._admin(), topics, group=group, **options)
+        consumer = KafkaGroupConsumer(self._config, self._groups(), topics, group=group, **options)
         self._consumers.add(consumer)
         return consumer
 
@@ -278,7 +282,7 @@ class KafkaBroker(Broker):
         self, partitions: Sequence[tuple[str, int]], *, group: str | None = None, **options: Any
     ) -> GroupConsumer:
         consumer = KafkaGroupConsumer(
-            self._config, self._admin(), assign=partitions, group=group, **options
+            self._config, self._groups(), assign=partitions, group=group, **options
         )
         self._consumers.add(consumer)
         return consumer

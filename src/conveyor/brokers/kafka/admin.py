@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaPartition
 from confluent_kafka.admin import (
     AdminClient,
@@ -122,28 +122,6 @@ class TopicAdmin:
     def __init__(self, admin: AdminClient, timeout: float) -> None:
         self._admin = admin
         self._timeout = timeout
-
-    def committed_blocking(
-        self, group: str, partitions: Sequence[TopicPartition], timeout: float
-    ) -> dict[TopicPartition, int]:
-        """The group's committed offsets, for a consumer's thread (a blocking call)."""
-        request = ConsumerGroupTopicPartitions(group, [KafkaPartition(*tp) for tp in partitions])
-        (future,) = self._admin.list_consumer_group_offsets(
-            [request], request_timeout=timeout
-        ).values()
-        try:
-            answer = future.result()
-        except KafkaException as exc:
-            if exc.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
-                return {}
-            raise error_of(exc) from exc
-        found: dict[TopicPartition, int] = {}
-        for partition in answer.topic_partitions or []:
-            if partition.error is not None:
-                raise error_of(KafkaException(partition.error), topic=partition.topic)
-            if partition.offset >= 0:
-                found[TopicPartition(partition.topic, partition.partition)] = partition.offset
-        return found
 
     async def partition_count(self, topic: str) -> int:
         return len((await self._metadata(topic)).partitions)

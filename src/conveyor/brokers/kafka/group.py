@@ -28,7 +28,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from conveyor.brokers.group_consumer import GroupConsumer, OffsetReset, Revoked, check_options
-from conveyor.brokers.kafka.admin import INTERNAL_GROUP, TopicAdmin, error_of
+from conveyor.brokers.kafka.admin import INTERNAL_GROUP, error_of
+from conveyor.brokers.kafka.groups import GroupAdmin
 from conveyor.brokers.kafka.reader import OUT_OF_RANGE, to_records
 from conveyor.brokers.stream_types import Membership, Record, TopicPartition
 from conveyor.errors import BrokerError, BrokerUnavailable, ConfigError, MemberFenced, NoOffset
@@ -67,7 +68,7 @@ class KafkaGroupConsumer(GroupConsumer):
     def __init__(
         self,
         config: dict[str, Any],
-        admin: TopicAdmin,
+        groups: GroupAdmin,
         topics: Sequence[str] = (),
         *,
         assign: Iterable[tuple[str, int]] = (),
@@ -94,7 +95,7 @@ class KafkaGroupConsumer(GroupConsumer):
         self.max_poll_records = max_poll_records
         self.on_revoke = on_revoke
         self.membership: Membership | None = None
-        self._admin = admin
+        self._groups = groups
         self._timeout = timeout
         heartbeat = heartbeat_interval or min(session_timeout / 3, 3.0)
         self._config = {
@@ -135,9 +136,10 @@ class KafkaGroupConsumer(GroupConsumer):
         """
         if self._consumer is not None:
             return
+        topics = self._groups.topics
         for topic in {tp.topic for tp in self._manual} | set(self.topics):
-            await self._admin.partition_count(topic)  # TopicNotFound now, not in a poll
-        await self._admin.check_partitions(self._manual)
+            await topics.partition_count(topic)  # TopicNotFound now, not in a poll
+        await topics.check_partitions(self._manual)
         self._loop = asyncio.get_running_loop()
         self._closing = False
         consumer = self._consumer = Consumer(self._config)
@@ -274,7 +276,7 @@ class KafkaGroupConsumer(GroupConsumer):
         or through this consumer's own connection while the admin's is still coming back
         after the broker restarted."""
         try:
-            return self._admin.committed_blocking(group, partitions, self._timeout)
+            return self._groups.committed_blocking(group, partitions)
         except BrokerUnavailable:
             asked = [KafkaPartition(t, p) for t, p in partitions]
             try:

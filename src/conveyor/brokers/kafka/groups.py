@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any
 
 from confluent_kafka import (
     ConsumerGroupState,
@@ -36,7 +38,7 @@ NOT_EMPTY = (KafkaError.NON_EMPTY_GROUP, KafkaError.UNKNOWN_MEMBER_ID)
 class GroupAdmin:
     def __init__(self, admin: AdminClient, topics: TopicAdmin, timeout: float) -> None:
         self._admin = admin
-        self._topics = topics
+        self.topics = topics
         self._timeout = timeout
 
     async def names(self) -> list[str]:
@@ -75,7 +77,7 @@ class GroupAdmin:
             topics = tuple(sorted({tp.topic for tp in owned}))
             members.append(GroupMember(member.member_id, topics, None, None, None, owned))
         partitions = sorted(set(committed) | set(owners))
-        ends = await self._topics.offsets(partitions, OffsetSpec.latest())
+        ends = await self.topics.offsets(partitions, OffsetSpec.latest())
         lags = tuple(
             PartitionLag(tp.topic, tp.partition, committed.get(tp), ends[tp], owners.get(tp))
             for tp in partitions
@@ -103,22 +105,31 @@ class GroupAdmin:
     async def committed(
         self, group: str, partitions: Sequence[TopicPartition] | None = None
     ) -> dict[TopicPartition, int]:
+        try:
+            answer = await asyncio.wrap_future(self._fetch_offsets(group, partitions))
+        except KafkaException as exc:
+            return _unless_no_group(exc)
+        return _offsets(answer)
+
+    def committed_blocking(
+        self, group: str, partitions: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """``committed`` for a consumer's thread (inside its rebalance callbacks)."""
+        try:
+            answer = self._fetch_offsets(group, partitions).result()
+        except KafkaException as exc:
+            return _unless_no_group(exc)
+        return _offsets(answer)
+
+    def _fetch_offsets(
+        self, group: str, partitions: Sequence[TopicPartition] | None
+    ) -> Future[Any]:
         asked = None if partitions is None else [KafkaPartition(*tp) for tp in partitions]
         request = ConsumerGroupTopicPartitions(group, asked)
         (future,) = self._admin.list_consumer_group_offsets(
             [request], request_timeout=self._timeout
         ).values()
-        try:
-            answer = await asyncio.wrap_future(future)
-        except KafkaException as exc:
-            if exc.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
-                return {}
-            raise error_of(exc) from exc
-        return {
-            TopicPartition(p.topic, p.partition): p.offset
-            for p in answer.topic_partitions or []
-            if p.offset >= 0 and p.error is None
-        }
+        return future
 
     async def reset(self, commit: OffsetCommit) -> None:
         """Store offsets for a group with no live members (Kafka's offset reset)."""
@@ -127,7 +138,7 @@ class GroupAdmin:
                 "on kafka:// a member commits through its consumer (GroupConsumer.commit); "
                 "commit_offsets only resets the offsets of a group with no live members"
             )
-        await self._topics.check_partitions(list(commit.offsets))
+        await self.topics.check_partitions(list(commit.offsets))
         offsets = [KafkaPartition(t, p, o) for (t, p), o in commit.offsets.items()]
         request = ConsumerGroupTopicPartitions(commit.group, offsets)
         (future,) = self._admin.alter_consumer_group_offsets(
@@ -148,3 +159,21 @@ class GroupAdmin:
 
 def _by_id(member: GroupMember) -> str:
     return member.member_id
+
+
+def _unless_no_group(exc: KafkaException) -> dict[TopicPartition, int]:
+    if exc.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
+        return {}
+    raise error_of(exc) from exc
+
+
+def _offsets(answer: Any) -> dict[TopicPartition, int]:
+    """A group's committed offsets from an offset fetch; a partition's error is raised,
+    never taken for "no commit"."""
+    found: dict[TopicPartition, int] = {}
+    for partition in answer.topic_partitions or []:
+        if partition.error is not None:
+            raise error_of(KafkaException(partition.error), topic=partition.topic)
+        if partition.offset >= 0:
+            found[TopicPartition(partition.topic, partition.partition)] = partition.offset
+    return found
