@@ -4,9 +4,9 @@ A record is committed only after its handler succeeded (at-least-once). A failin
 is retried in place with the subscriber's backoff, because later records of the partition
 must wait for it to keep per-key order. When the retries run out, the record goes to the
 dead-letter topic with where it came from and why it failed, and the partition moves on:
-in the same transaction that commits past it where the broker has transactional produce;
-elsewhere (kafka:// for now) produced first and committed with the rest of the batch, so a
-crash between the two dead-letters it twice but never loses it.
+in the same transaction that commits past it where the broker has transactional produce
+(the embedded engine, Kafka); on a broker without, produced first and committed with the
+rest of the batch, so a crash between the two dead-letters it twice but never loses it.
 """
 
 from __future__ import annotations
