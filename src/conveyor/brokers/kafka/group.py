@@ -120,6 +120,7 @@ class KafkaGroupConsumer(GroupConsumer):
         self._seeks: dict[TopicPartition, int] = {}
         self._buffer: list[Record] = []
         self._generation = 0
+        self._reassignments = 0  # moves on every change of what this consumer holds
         self._in_rebalance = False
         self._calls: queue.Queue[tuple[Callable[[], None], Future[None]]] = queue.Queue()
         self._closing = False
@@ -195,6 +196,7 @@ class KafkaGroupConsumer(GroupConsumer):
         with self._state:
             self._positions = starts
             self._generation += 1
+            self._reassignments += 1
         self._note_membership()
 
     def _revoked(self, consumer: Consumer, partitions: list[KafkaPartition]) -> None:
@@ -244,6 +246,7 @@ class KafkaGroupConsumer(GroupConsumer):
                 self._seeks.pop(tp, None)
                 self._paused.discard(tp)
             self._buffer = [r for r in self._buffer if r.topic_partition in self._positions]
+            self._reassignments += 1
         self._note_membership()
 
     def _note_membership(self) -> None:
@@ -394,10 +397,14 @@ class KafkaGroupConsumer(GroupConsumer):
         limit = max_records or self.max_poll_records
         async with self._busy:
             if self.on_revoke is None and not self._seeks and not self._buffer:
+                reassignments = self._reassignments
                 ready = self._take(consumer.consume(limit, 0))
                 if ready:
                     with self._state:
-                        return self._advance(ready)
+                        if reassignments != self._reassignments:
+                            return self._advance(ready)
+                        self._catch_up(consumer)
+                        return ready
             return await asyncio.to_thread(self._poll, consumer, timeout, limit)
 
     def _poll(self, consumer: Consumer, timeout: float, limit: int) -> list[Record]:
@@ -430,6 +437,15 @@ class KafkaGroupConsumer(GroupConsumer):
             if tp in positions:
                 positions[tp] = offset + 1
         return records
+
+    def _catch_up(self, consumer: Consumer) -> None:
+        """Move each held partition's position to librdkafka's own: past the last record
+        it handed out, every one of which the caller gets. One call, where ``_advance``
+        costs a tenth of a poll's time in work per record."""
+        held = [KafkaPartition(topic, partition) for topic, partition in self._positions]
+        for found in consumer.position(held):
+            if found.offset >= 0:
+                self._positions[TopicPartition(found.topic, found.partition)] = found.offset
 
     def _seek_now(self, consumer: Consumer, tp: TopicPartition, offset: int) -> None:
         try:
