@@ -462,7 +462,10 @@ class EmbeddedBroker(StreamMethods, Broker):
         self, submissions: Sequence[JobSubmission]
     ) -> Callable[[sqlite3.Connection, Topology, Changes], list[JobRecord]]:
         limit = self.options.max_message_size
-        prepared = [(s, rows.prepare(s.message, limit)) for s in submissions]
+        prepared = [
+            (s, rows.prepare(s.message, limit, task=s.task, result_ttl=s.result_ttl))
+            for s in submissions
+        ]
         return lambda c, t, ch: jobs.submit(c, t, prepared, now_ms(), ch)
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[Settlement]:

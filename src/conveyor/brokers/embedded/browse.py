@@ -14,12 +14,13 @@ from conveyor.brokers.embedded.rows import (
     expiry_ms,
     hold,
     insert,
+    keep_job_records,
     marks,
     message_from_row,
     priority_for,
 )
 from conveyor.brokers.embedded.topology import StoredQueue, Topology
-from conveyor.brokers.types import Delivery, QueuedMessage
+from conveyor.brokers.types import Delivery, JobStatus, QueuedMessage
 
 
 def leased_rows(
@@ -93,6 +94,7 @@ def move(
     Returns message id -> new rowid.
     """
     ids = [row[0] for row in rows]
+    keep_job_records(connection, ids, JobStatus.QUEUED, now_ms)
     connection.execute(f"DELETE FROM messages WHERE id IN ({marks(len(ids))})", ids)
     hold(connection, source, -len(rows), -sum(row[3] for row in rows))
     moved: dict[str, int] = {}
@@ -113,6 +115,8 @@ def move(
             row[10],
             row[11],
             row[12],
+            None,
+            None,
         )
         insert(connection, target, [new_row], row[3], changes, counts_as_published=True)
         moved[row[4]] = int(connection.execute("SELECT last_insert_rowid()").fetchone()[0])

@@ -19,11 +19,12 @@ from conveyor.brokers.embedded.rows import (
     expiry_ms,
     hold,
     insert,
+    keep_job_records,
     marks,
     priority_for,
 )
 from conveyor.brokers.embedded.topology import StoredQueue, Topology
-from conveyor.brokers.types import DeadLetterReason, Overflow
+from conveyor.brokers.types import DeadLetterReason, JobStatus, Overflow
 from conveyor.errors import QueueFull
 from conveyor.message import decode_headers, encode_headers
 
@@ -84,6 +85,7 @@ def dead_letter(
     if not rows:
         return
     ids = [row[0] for row in rows]
+    keep_job_records(connection, ids, JobStatus.DEAD, now_ms)
     connection.execute(f"DELETE FROM messages WHERE id IN ({marks(len(ids))})", ids)
     spec = queue.spec
     hold(connection, queue, -len(rows), -sum(row[3] for row in rows))
@@ -122,6 +124,8 @@ def dead_letter(
                 encoded,
                 row[11],
                 row[12],
+                None,
+                None,
             )
             try:
                 insert(connection, target, [new_row], size, changes, counts_as_published=False)

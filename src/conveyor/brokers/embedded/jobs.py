@@ -1,8 +1,10 @@
 """Job records, settled in the same transaction as their messages; workers; rate limits.
 
 A job's status is stored only when it changes for a reason the message cannot show
-(submitted, retrying, finished). Whether it is running is read off its message's live
-lease, so starting a job costs no write.
+(retrying, finished, cancelled, moved). Until then a job submitted without an idempotency
+key has no row here: its message row, which carries the task's name and result TTL, is its
+record, found by the rowid the job's id ends with. Whether it is running is read off its
+message's live lease, so neither submitting nor starting a job costs a job-record write.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from conveyor.brokers.embedded import browse, dead_letters, queues
-from conveyor.brokers.embedded.rows import Changes, Prepared
+from conveyor.brokers.embedded.rows import Changes, Prepared, keep_job_records
 from conveyor.brokers.embedded.topology import Topology
 from conveyor.brokers.results import JobStart, check_same_request
 from conveyor.brokers.types import (
@@ -27,7 +29,7 @@ from conveyor.brokers.types import (
     Settlement,
     WorkerInfo,
 )
-from conveyor.errors import JobNotFound
+from conveyor.errors import BrokerError, JobNotFound
 
 _JOB_COLUMNS = (
     "id, task, queue, status, attempts, created_at_ms, updated_at_ms, scheduled_for_ms,"
@@ -82,8 +84,20 @@ def _enqueue(
     now_ms: int,
     changes: Changes,
 ) -> list[JobRecord]:
-    """Store the messages of ``run`` (one queue, one delay), then their jobs."""
+    """Store the messages of ``run`` (one queue, one delay); a keyed job also gets its row.
+
+    The messages take consecutive rowids from one more than the largest, as SQLite assigns
+    them (the write lock is held). An unkeyed job's id ends with its message's rowid, so
+    ``get`` finds the message without an index on message ids.
+    """
     first = run[0][0]
+    keyed = first.idempotency_key is not None
+    (next_rowid,) = connection.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()
+    if next_rowid + len(run) > _MAX_ROWID:
+        raise BrokerError("the messages table has used up its rowids: use a new database")
+    if not keyed:
+        for number, (submission, _) in enumerate(run):
+            submission.message.id = _id_at(submission.message.id, next_rowid + number)
     queues.store(
         connection,
         topology,
@@ -94,10 +108,29 @@ def _enqueue(
         now_ms=now_ms,
         changes=changes,
     )
-    (last_rowid,) = connection.execute("SELECT last_insert_rowid()").fetchone()
     queue = topology.queue(first.queue).spec.name
-    rowid = last_rowid - len(run) + 1
-    return _insert(connection, [s for s, _ in run], queue, rowid, now_ms)
+    submitted = [s for s, _ in run]
+    if keyed:
+        return _insert(connection, submitted, queue, next_rowid, now_ms)
+    return [_submitted(submission, queue, now_ms) for submission in submitted]
+
+
+_MAX_ROWID = 2**63 - 1
+_ROWID_DIGITS = 12
+
+
+def _id_at(job_id: str, rowid: int) -> str:
+    """The job's id with its random part replaced by its message's rowid (its time part,
+    the first 14 hex digits of ``new_message_id``, keeps ids ordered by creation)."""
+    return f"{job_id[:14]}{rowid:0{_ROWID_DIGITS}x}"
+
+
+def _rowid_of(job_id: str) -> int | None:
+    """The message rowid an unkeyed job's id ends with, if it can end with one."""
+    digits = job_id[-_ROWID_DIGITS:]
+    if len(job_id) <= _ROWID_DIGITS or not all(c in "0123456789abcdef" for c in digits):
+        return None
+    return int(digits, 16)
 
 
 def create(
@@ -129,6 +162,23 @@ def _existing(
     return None if row is None else _record(connection, row, now_ms)
 
 
+def _submitted(submission: JobSubmission, queue: str, now_ms: int) -> JobRecord:
+    delayed = submission.delay > 0
+    scheduled_for = now_ms + int(submission.delay * 1000) if delayed else None
+    return JobRecord(
+        id=submission.message.id,
+        task=submission.task,
+        queue=queue,
+        status=JobStatus.SCHEDULED if delayed else JobStatus.QUEUED,
+        attempts=0,
+        created_at=now_ms / 1000,
+        updated_at=now_ms / 1000,
+        scheduled_for=None if scheduled_for is None else scheduled_for / 1000,
+        idempotency_key=submission.idempotency_key,
+        request_digest=submission.request_digest,
+    )
+
+
 def _insert(
     connection: sqlite3.Connection,
     submissions: Sequence[JobSubmission],
@@ -137,43 +187,23 @@ def _insert(
     now_ms: int,
 ) -> list[JobRecord]:
     """Insert the jobs; the n-th one's message is row ``first_rowid + n`` (None: none here)."""
-    rows = []
-    records = []
-    for number, submission in enumerate(submissions):
-        delayed = submission.delay > 0
-        status = JobStatus.SCHEDULED if delayed else JobStatus.QUEUED
-        scheduled_for = now_ms + int(submission.delay * 1000) if delayed else None
-        job_id = submission.message.id
-        key = submission.idempotency_key
-        rows.append(
-            (
-                job_id,
-                submission.task,
-                queue,
-                status.value,
-                key,
-                now_ms,
-                now_ms,
-                scheduled_for,
-                None if first_rowid is None else first_rowid + number,
-                int(submission.result_ttl * 1000),
-                submission.request_digest,
-            )
+    records = [_submitted(submission, queue, now_ms) for submission in submissions]
+    rows = [
+        (
+            record.id,
+            record.task,
+            queue,
+            record.status.value,
+            record.idempotency_key,
+            now_ms,
+            now_ms,
+            None if record.scheduled_for is None else now_ms + int(submission.delay * 1000),
+            None if first_rowid is None else first_rowid + number,
+            int(submission.result_ttl * 1000),
+            submission.request_digest,
         )
-        records.append(
-            JobRecord(
-                id=job_id,
-                task=submission.task,
-                queue=queue,
-                status=status,
-                attempts=0,
-                created_at=now_ms / 1000,
-                updated_at=now_ms / 1000,
-                scheduled_for=None if scheduled_for is None else scheduled_for / 1000,
-                idempotency_key=key,
-                request_digest=submission.request_digest,
-            )
-        )
+        for number, (submission, record) in enumerate(zip(submissions, records, strict=True))
+    ]
     connection.executemany(
         "INSERT INTO jobs (id, task, queue, status, idempotency_key, created_at_ms,"
         " updated_at_ms, scheduled_for_ms, message_rowid, result_ttl_ms, request_digest)"
@@ -192,9 +222,42 @@ def discard(connection: sqlite3.Connection, job_ids: Sequence[str]) -> None:
 
 def get(connection: sqlite3.Connection, job_id: str, now_ms: int) -> JobRecord:
     row = connection.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None and (rowid := _rowid_of(job_id)) is not None:
+        row = connection.execute(
+            f"{_PENDING_SELECT} WHERE m.id = ? AND m.message_id = ? AND m.job_task IS NOT NULL",
+            (rowid, job_id),
+        ).fetchone()
     if row is None:
         raise JobNotFound(job_id)
     return _record(connection, row, now_ms)
+
+
+# A job without a row of its own, read off its message row in the shape of _JOB_COLUMNS.
+# A delayed one not yet delivered is scheduled; ``_record`` reads the rest off the lease.
+_PENDING_SELECT = (
+    "SELECT m.message_id, m.job_task, q.name, CASE WHEN m.delivery_count = 0"
+    f" AND m.available_at_ms > m.enqueued_at_ms THEN '{JobStatus.SCHEDULED.value}'"
+    f" ELSE '{JobStatus.QUEUED.value}' END, 0, m.enqueued_at_ms, m.enqueued_at_ms,"
+    " NULL, NULL, NULL, NULL, NULL, NULL, NULL, m.id, NULL"
+    " FROM messages AS m JOIN queues AS q ON q.id = m.queue_id"
+)
+_WITHOUT_ROW = (
+    "m.job_task IS NOT NULL AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = m.message_id)"
+)
+
+
+def _materialize(connection: sqlite3.Connection, job_id: str, now_ms: int) -> bool:
+    """Give a job that has only its message row a row of its own; False if it has none."""
+    rowid = _rowid_of(job_id)
+    if rowid is None:
+        return False
+    found = connection.execute(
+        "SELECT 1 FROM messages WHERE id = ? AND message_id = ? AND job_task IS NOT NULL",
+        (rowid, job_id),
+    ).fetchone()
+    if found is not None:
+        keep_job_records(connection, [rowid], JobStatus.QUEUED, now_ms)
+    return found is not None
 
 
 _LIVE = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING, JobStatus.RUNNING}
@@ -202,36 +265,45 @@ _LIVE = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RETRYING, JobStatus.RU
 
 def listing(connection: sqlite3.Connection, query: JobQuery, now_ms: int) -> JobPage:
     """Kept records by ``query``, newest update first (a scan: no index is kept on the
-    update time, which every settlement would have to move).
+    update time, which every settlement would have to move), jobs known only by their
+    message rows among them.
 
     A finished status is filtered in SQL; a live one (queued, scheduled, retrying,
     running) is read off each pending job's message, so those rows are read and filtered
     here, as ``get`` would report them.
     """
-    where = ["(expires_at_ms IS NULL OR expires_at_ms > ?)"]
-    parameters: list[Any] = [now_ms]
-    for column, value in (("task", query.task), ("queue", query.queue)):
+    kept = ["(expires_at_ms IS NULL OR expires_at_ms > ?)"]
+    kept_parameters: list[Any] = [now_ms]
+    pending = [_WITHOUT_ROW]
+    pending_parameters: list[Any] = []
+    since_ms = None if query.since is None else int(query.since * 1000)
+    filters = (
+        ("task", "m.job_task", query.task),
+        ("queue", "q.name", query.queue),
+        ("updated_at_ms", "m.enqueued_at_ms", since_ms),
+    )
+    for column, pending_column, value in filters:
         if value is not None:
-            where.append(f"{column} = ?")
-            parameters.append(value)
-    if query.since is not None:
-        where.append("updated_at_ms >= ?")
-        parameters.append(int(query.since * 1000))
+            operator = ">=" if column == "updated_at_ms" else "="
+            kept.append(f"{column} {operator} ?")
+            pending.append(f"{pending_column} {operator} ?")
+            kept_parameters.append(value)
+            pending_parameters.append(value)
     live = query.status in _LIVE
     if query.status is not None:
         statuses = [s.value for s in _PENDING] if live else [query.status.value]
-        where.append(f"status IN ({', '.join('?' * len(statuses))})")
-        parameters += statuses
-    condition = " AND ".join(where)
-    select = (
-        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {condition} ORDER BY updated_at_ms DESC, id DESC"
-    )
+        kept.append(f"status IN ({', '.join('?' * len(statuses))})")
+        kept_parameters += statuses
+    union = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(kept)}"
+    parameters = kept_parameters
+    if query.status is None or live:
+        union += f" UNION ALL {_PENDING_SELECT} WHERE {' AND '.join(pending)}"
+        parameters = kept_parameters + pending_parameters
+    select = f"{union} ORDER BY 7 DESC, 1 DESC"
     if live:
         rows = connection.execute(select, parameters).fetchall()
         return query.page([_record(connection, row, now_ms) for row in rows])
-    (total,) = connection.execute(
-        f"SELECT count(*) FROM jobs WHERE {condition}", parameters
-    ).fetchone()
+    (total,) = connection.execute(f"SELECT count(*) FROM ({union})", parameters).fetchone()
     page = connection.execute(
         f"{select} LIMIT ? OFFSET ?", [*parameters, query.limit, query.offset]
     ).fetchall()
@@ -279,15 +351,15 @@ def settle(
     now_ms: int,
     changes: Changes,
 ) -> list[Settlement]:
-    """Ack, requeue or dead-letter each delivery and update its job; returns the lapsed."""
+    """Record each job's outcome, then ack, requeue or dead-letter its delivery; returns
+    the settlements whose leases lapsed (their jobs' records left as they were)."""
+    _record_settled(connection, settlements, now_ms)
     lost: list[Settlement] = []
-    done: list[Settlement] = []
     acking = [s for s in settlements if s.status in _ACKED]
     lapsed_tags = set(
         queues.ack(connection, topology, [s.delivery for s in acking], now_ms, changes)
     )
     if not lapsed_tags and len(acking) == len(settlements):
-        record_outcomes(connection, settlements, now_ms)
         return lost
     for settlement in settlements:
         delivery = settlement.delivery
@@ -311,15 +383,81 @@ def settle(
             )
         else:
             settled = delivery.tag not in lapsed_tags
-        (done if settled else lost).append(settlement)
-    record_outcomes(connection, done, now_ms)
+        if not settled:
+            lost.append(settlement)
     return lost
+
+
+def _record_settled(
+    connection: sqlite3.Connection, settlements: Sequence[Settlement], now_ms: int
+) -> None:
+    """Write the outcome of each settled job whose lease still holds into its record,
+    creating the record from its message row if the job has none yet.
+
+    Runs before the messages are acked or moved, while their rows still hold the job's
+    task and lease. Jobs that ended alike under one lease share one statement over a JSON
+    list of their rowids: binding parameters per job costs more than SQLite's work.
+    """
+    outcomes: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for settlement in settlements:
+        outcomes[(*_outcome(settlement), settlement.delivery.receipt)].append(
+            settlement.delivery.tag
+        )
+    for (status, attempt, result, error, started_ms, finished, receipt), tags in outcomes.items():
+        connection.execute(
+            _UPSERT_OUTCOME,
+            {
+                "status": status,
+                "attempts": attempt,
+                "result": result,
+                "error": error,
+                "started": started_ms,
+                "now": now_ms,
+                "finished": finished,
+                "receipt": receipt,
+                "tags": json.dumps(tags),
+            },
+        )
+
+
+# A job that has a row keeps its task, queue, creation time and first attempt; one known
+# only by its message row (or a pre-v6 row without job columns) gets a row here.
+_UPSERT_OUTCOME = """
+INSERT INTO jobs (id, task, queue, status, attempts, result, error, first_attempt_at_ms,
+    last_attempt_at_ms, created_at_ms, updated_at_ms, message_rowid, result_ttl_ms,
+    expires_at_ms)
+SELECT m.message_id, coalesce(m.job_task, ''), q.name, :status, :attempts, :result, :error,
+    :started, :started, m.enqueued_at_ms, :now, m.id, coalesce(m.job_result_ttl_ms, 0),
+    CASE WHEN :finished THEN :now + m.job_result_ttl_ms END
+FROM messages AS m JOIN queues AS q ON q.id = m.queue_id
+WHERE m.id IN (SELECT value FROM json_each(:tags)) AND m.lease_token = :receipt
+    AND m.available_at_ms > :now
+    AND (m.job_task IS NOT NULL OR EXISTS (SELECT 1 FROM jobs WHERE jobs.id = m.message_id))
+ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
+    result = excluded.result, error = excluded.error,
+    first_attempt_at_ms = coalesce(first_attempt_at_ms, excluded.first_attempt_at_ms),
+    last_attempt_at_ms = excluded.last_attempt_at_ms, updated_at_ms = excluded.updated_at_ms,
+    expires_at_ms = CASE WHEN :finished THEN :now + result_ttl_ms END
+"""
+
+
+def _outcome(settlement: Settlement) -> tuple[Any, ...]:
+    """(status, attempt, result, error, started ms, finished) of a settlement, as stored."""
+    status, result, error = settlement.status, settlement.result, settlement.error
+    return (
+        status.value,
+        settlement.delivery.delivery_count,
+        None if result is None else _dumps(result),
+        None if error is None else _dumps(error),
+        int(settlement.started_at * 1000),
+        status.finished,
+    )
 
 
 def record_outcomes(
     connection: sqlite3.Connection, settled: Sequence[Settlement], now_ms: int
 ) -> None:
-    """Update the job records of settled deliveries, one statement per distinct outcome.
+    """Update the records of jobs another broker carries, one statement per distinct outcome.
 
     Jobs that ended alike (same status, attempt, result, error and start millisecond) share
     one UPDATE over a JSON list of their ids: binding ten parameters per job costs more
@@ -327,28 +465,16 @@ def record_outcomes(
     """
     outcomes: dict[tuple[Any, ...], list[str]] = defaultdict(list)
     for settlement in settled:
-        status, result, error = settlement.status, settlement.result, settlement.error
-        started_ms = int(settlement.started_at * 1000)
-        outcome = (
-            status.value,
-            settlement.delivery.delivery_count,
-            None if result is None else _dumps(result),
-            None if error is None else _dumps(error),
-            started_ms,
-            started_ms,
-            now_ms,
-            status.finished,
-            now_ms,
-        )
-        outcomes[outcome].append(settlement.delivery.message.id)
-    for outcome, job_ids in outcomes.items():
+        outcomes[_outcome(settlement)].append(settlement.delivery.message.id)
+    for (status, attempt, result, error, started_ms, finished), job_ids in outcomes.items():
         connection.execute(
             "UPDATE jobs SET status = ?, attempts = ?, result = ?, error = ?,"
             " first_attempt_at_ms = coalesce(first_attempt_at_ms, ?), last_attempt_at_ms = ?,"
             " updated_at_ms = ?, expires_at_ms = CASE WHEN ? THEN ? + result_ttl_ms END"
             " WHERE id IN (SELECT value FROM json_each(?))",
-            (*outcome, json.dumps(job_ids)),
-        )
+            (status, attempt, result, error, started_ms, started_ms, now_ms, finished, now_ms,
+             json.dumps(job_ids)),
+        )  # fmt: skip
 
 
 def failure_record(
@@ -406,26 +532,25 @@ def cancelled(connection: sqlite3.Connection, job_ids: Sequence[str]) -> set[str
 
 
 def set_progress(connection: sqlite3.Connection, job_id: str, progress: Any, now_ms: int) -> None:
-    if (
-        connection.execute(
-            "UPDATE jobs SET progress = ?, updated_at_ms = ? WHERE id = ?",
-            (_dumps(progress), now_ms, job_id),
-        ).rowcount
-        == 0
-    ):
-        raise JobNotFound(job_id)
+    update = "UPDATE jobs SET progress = ?, updated_at_ms = ? WHERE id = ?"
+    parameters = (_dumps(progress), now_ms, job_id)
+    if connection.execute(update, parameters).rowcount == 0:
+        if not _materialize(connection, job_id, now_ms):
+            raise JobNotFound(job_id)
+        connection.execute(update, parameters)
 
 
 def cancel(connection: sqlite3.Connection, topology: Topology, job_id: str, now_ms: int) -> bool:
-    row = connection.execute(
-        "SELECT status, message_rowid FROM jobs WHERE id = ?", (job_id,)
-    ).fetchone()
+    select = "SELECT status, message_rowid FROM jobs WHERE id = ?"
+    row = connection.execute(select, (job_id,)).fetchone()
+    if row is None and _materialize(connection, job_id, now_ms):
+        row = connection.execute(select, (job_id,)).fetchone()
     if row is None:
         raise JobNotFound(job_id)
     if JobStatus(row[0]) not in _PENDING:
         return False
     if row[1] is not None and not browse.remove_waiting(connection, topology, row[1], now_ms):
-        return False
+        return False  # started meanwhile: a row made above is rolled back with the cancel
     connection.execute(
         "UPDATE jobs SET status = ?, updated_at_ms = ?, expires_at_ms = ? + result_ttl_ms"
         " WHERE id = ?",

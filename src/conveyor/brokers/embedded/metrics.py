@@ -17,7 +17,8 @@ def _query(buckets: int) -> str:
     """One scan of the kept records: (task, status, bucket, count, seconds) groups.
 
     A pending job whose message is leased now is running; one whose delay or retry delay
-    has passed is queued again (as jobs.get reads them). ``bucket`` is the index of the
+    has passed is queued again (as jobs.get reads them). Jobs known only by their message
+    rows are counted from those. ``bucket`` is the index of the
     first upper bound a finished job's run time fits under (``buckets`` past the last one),
     NULL for jobs without a run time.
     """
@@ -36,6 +37,15 @@ FROM (
     FROM jobs AS j
     LEFT JOIN messages AS m ON m.id = j.message_rowid AND j.status IN {_PENDING}
     WHERE (j.expires_at_ms IS NULL OR j.expires_at_ms > :now) AND j.updated_at_ms >= :since
+    UNION ALL
+    SELECT m.job_task,
+        CASE WHEN m.available_at_ms <= :now THEN '{JobStatus.QUEUED.value}'
+             WHEN m.leased THEN '{JobStatus.RUNNING.value}'
+             ELSE '{JobStatus.SCHEDULED.value}' END,
+        NULL
+    FROM messages AS m
+    WHERE m.job_task IS NOT NULL AND m.enqueued_at_ms >= :since
+        AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = m.message_id)
 )
 GROUP BY 1, 2, 3
 """

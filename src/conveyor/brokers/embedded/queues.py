@@ -71,6 +71,8 @@ def store(
                     prepared.headers,
                     message.body,
                     message.priority,
+                    prepared.task,
+                    prepared.result_ttl_ms,
                 )
             )
             sizes[queue.id] += prepared.size

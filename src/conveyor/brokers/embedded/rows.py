@@ -7,6 +7,7 @@ commit: queues with new ready work (to wake their receivers) and lifetime counte
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -14,14 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.brokers.embedded.topology import StoredQueue
-from conveyor.brokers.types import Overflow, as_float
+from conveyor.brokers.types import JobStatus, Overflow, as_float
 from conveyor.errors import MessageTooLarge, QueueFull
 from conveyor.message import Message, decode_headers, encode_headers, stored_message
 
 INSERT_MESSAGE = (
     "INSERT INTO messages (queue_id, priority, available_at_ms, expires_at_ms, enqueued_at_ms,"
     " size, message_id, exchange, routing_key, timestamp, ttl, content_type, headers, body,"
-    " message_priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " message_priority, job_task, job_result_ttl_ms)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 COLUMNS = (
     "id, priority, delivery_count, size, message_id, exchange, routing_key, timestamp, ttl,"
@@ -36,11 +38,17 @@ NOT_LEASED = "(leased = 0 OR available_at_ms <= ?)"
 
 @dataclass(slots=True)
 class Prepared:
-    """A message checked and encoded once, before any transaction starts."""
+    """A message checked and encoded once, before any transaction starts.
+
+    ``task`` and ``result_ttl_ms`` are set on a job's message: its row is the job's record
+    until the job gets a row of its own (see ``keep_job_records``).
+    """
 
     message: Message
     headers: str | None
     size: int
+    task: str | None = None
+    result_ttl_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -83,6 +91,28 @@ _ADD_COUNTERS = (
 )
 
 
+_KEEP_JOB_RECORDS = (
+    "INSERT INTO jobs (id, task, queue, status, created_at_ms, updated_at_ms, message_rowid,"
+    " result_ttl_ms, expires_at_ms)"
+    " SELECT m.message_id, m.job_task, q.name, ?, m.enqueued_at_ms, ?, m.id,"
+    " m.job_result_ttl_ms, CASE WHEN ? THEN ? + m.job_result_ttl_ms END"
+    " FROM messages AS m JOIN queues AS q ON q.id = m.queue_id"
+    " WHERE m.id IN (SELECT value FROM json_each(?)) AND m.job_task IS NOT NULL"
+    " ON CONFLICT (id) DO NOTHING"
+)
+
+
+def keep_job_records(
+    connection: sqlite3.Connection, rowids: Sequence[int], status: JobStatus, now_ms: int
+) -> None:
+    """Give the jobs these message rows carry a row of their own, with ``status``, before
+    the messages are deleted or moved (a job that has one already keeps it)."""
+    connection.execute(
+        _KEEP_JOB_RECORDS,
+        (status.value, now_ms, status.finished, now_ms, json.dumps(list(rowids))),
+    )
+
+
 def hold(connection: sqlite3.Connection, queue: StoredQueue, count: int, size: int) -> None:
     """Keep the held count and bytes of a queue with limits exact, in the same transaction.
 
@@ -97,14 +127,21 @@ def hold(connection: sqlite3.Connection, queue: StoredQueue, count: int, size: i
         )
 
 
-def prepare(message: Message, max_size: int) -> Prepared:
+def prepare(
+    message: Message,
+    max_size: int,
+    *,
+    task: str | None = None,
+    result_ttl: float | None = None,
+) -> Prepared:
     """The row's parts; its size is the body's, which ``max_bytes`` counts as RabbitMQ's
     ``x-max-length-bytes`` does, while ``max_size`` bounds body and headers together."""
     headers = encode_headers(message.headers)
     size = len(message.body)
     if (whole := size + (len(headers) if headers else 0)) > max_size:
         raise MessageTooLarge(whole, max_size)
-    return Prepared(message, headers, size)
+    ttl_ms = None if result_ttl is None else int(result_ttl * 1000)
+    return Prepared(message, headers, size, task, ttl_ms)
 
 
 def expiry_ms(queue: StoredQueue, ttl: float | None, available_at_ms: int) -> int | None:

@@ -215,7 +215,16 @@ _V5 = (
     "CREATE INDEX queue_samples_by_time ON queue_samples (at_ms)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+# A job submitted without an idempotency key has no row in ``jobs`` until something
+# happens to it that its message cannot show (an attempt settled, a cancel, a move): until
+# then its message row is its record, found by the rowid its id ends with. Submitting a job
+# then writes one B-tree row, not two.
+_V6 = (
+    "ALTER TABLE messages ADD COLUMN job_task TEXT",
+    "ALTER TABLE messages ADD COLUMN job_result_ttl_ms INTEGER",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """MIGRATIONS[n] takes a database from schema version n to n + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
