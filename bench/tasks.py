@@ -360,33 +360,28 @@ def enqueue_single(path: Path, sizes: Sizes) -> float:
 
 
 def raw_enqueue(path: Path, sizes: Sizes) -> float:
-    """The statements of one ``delay()`` with no Python around them: a stored message and
-    job copied under new ids, one transaction each, on the file ``delay()`` just filled
-    (same schema, indexes and durability)."""
+    """The statements of one ``delay()`` with no Python around them: the next rowid read,
+    a stored job message copied under a new id and the queue's lifetime counter, one
+    transaction each, on the file ``delay()`` just filled (same schema, indexes and
+    durability). An unkeyed job has no row of its own until it settles (schema 6)."""
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         connection.execute("PRAGMA synchronous = NORMAL")
         message_columns = _columns(connection, "messages")[1:]  # the rowid is assigned
-        job_columns = _columns(connection, "jobs")
         message = connection.execute(
             f"SELECT {', '.join(message_columns)} FROM messages LIMIT 1"
         ).fetchone()
-        job = connection.execute(f"SELECT {', '.join(job_columns)} FROM jobs LIMIT 1").fetchone()
         (queue_id,) = connection.execute("SELECT id FROM queues WHERE name = 'bench'").fetchone()
         insert_message = _insert_statement("messages", message_columns)
-        insert_job = _insert_statement("jobs", job_columns)
         message_id = message_columns.index("message_id")
-        rowid = job_columns.index("message_rowid")
         ids = [f"raw-{secrets.token_hex(8)}" for _ in range(sizes.enqueue_single)]
         with Stopwatch() as watch:
             for new_id in ids:
                 connection.execute("BEGIN IMMEDIATE")
+                connection.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()
                 row = list(message)
                 row[message_id] = new_id
-                inserted = connection.execute(insert_message, row).lastrowid
-                record = list(job)
-                record[0], record[rowid] = new_id, inserted
-                connection.execute(insert_job, record)
+                connection.execute(insert_message, row)
                 connection.execute(
                     "UPDATE queues SET published = published + 1 WHERE id = ?", (queue_id,)
                 )
