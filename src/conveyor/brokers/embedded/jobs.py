@@ -278,15 +278,14 @@ def listing(connection: sqlite3.Connection, query: JobQuery, now_ms: int) -> Job
     pending_parameters: list[Any] = []
     since_ms = None if query.since is None else int(query.since * 1000)
     filters = (
-        ("task", "m.job_task", query.task),
-        ("queue", "q.name", query.queue),
-        ("updated_at_ms", "m.enqueued_at_ms", since_ms),
+        ("task = ?", "m.job_task = ?", query.task),
+        ("queue = ?", "q.name = ?", query.queue),
+        ("updated_at_ms >= ?", "m.enqueued_at_ms >= ?", since_ms),
     )
-    for column, pending_column, value in filters:
+    for kept_condition, pending_condition, value in filters:
         if value is not None:
-            operator = ">=" if column == "updated_at_ms" else "="
-            kept.append(f"{column} {operator} ?")
-            pending.append(f"{pending_column} {operator} ?")
+            kept.append(kept_condition)
+            pending.append(pending_condition)
             kept_parameters.append(value)
             pending_parameters.append(value)
     live = query.status in _LIVE
