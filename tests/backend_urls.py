@@ -152,6 +152,64 @@ def _rabbitmq(tmp: Path) -> str:
     return urlsplit(RABBITMQ_URL)._replace(path=f"/{quote(vhost, safe='')}").geturl()
 
 
+REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_PREFIX = "conveyor-test-"
+
+
+class _RedisPrefixes:
+    """Throwaway key prefixes on the shared Redis, one at a time: a test's keys are
+    deleted when the next test asks for a prefix, and the last at exit."""
+
+    def __init__(self) -> None:
+        self._names = itertools.count()
+        self._current: str | None = None
+
+    def fresh(self) -> str:
+        self.close()
+        self._current = f"{REDIS_PREFIX}{os.getpid()}-{next(self._names)}:"
+        return self._current
+
+    def close(self) -> None:
+        if self._current is not None:
+            delete_redis_keys(self._current)
+            self._current = None
+
+
+def delete_redis_keys(prefix: str, url: str = REDIS_URL) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
+
+
+def redis_reachable(url: str = REDIS_URL) -> str | None:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "localhost", parts.port or 6379
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return None
+    except OSError as exc:
+        return f"Redis is not reachable at {host}:{port} ({exc})"
+
+
+_redis_prefixes = _RedisPrefixes()
+atexit.register(_redis_prefixes.close)
+
+
+def _redis(tmp: Path) -> str:
+    reason = redis_reachable()
+    if reason is not None:
+        unavailable(reason)
+    return f"{REDIS_URL}?prefix={_redis_prefixes.fresh()}"
+
+
 def _kafka_url(tmp: Path) -> str:
     from tests.kafka_server import kafka_url
 
@@ -170,6 +228,7 @@ BACKENDS: dict[str, Callable[[Path], str]] = {
     "rabbitmq": _rabbitmq,
     "kafka": _kafka_url,
     "kafka-noida": _noida_url,
+    "redis": _redis,
 }
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, ExchangeNotFound, Unroutable
 
 
 class ExchangeType(StrEnum):
@@ -25,6 +25,61 @@ class Route:
     queue: str
     routing_key: str = ""
     arguments: Mapping[str, Any] | None = None
+
+
+class Exchange(Protocol):
+    """An exchange as routing sees it; ``type`` None is the default exchange, which routes
+    by routing key to the queue of that name."""
+
+    @property
+    def type(self) -> ExchangeType | None: ...
+
+    @property
+    def routes(self) -> Iterable[Route]: ...
+
+    @property
+    def alternate(self) -> str | None: ...
+
+
+def route(
+    exchanges: Mapping[str, Exchange],
+    queues: Container[str],
+    exchange: str,
+    routing_key: str,
+    headers: Mapping[str, Any],
+    *,
+    mandatory: bool,
+) -> tuple[list[str], str | None]:
+    """The queues a message reaches, in name order, following alternate exchanges when
+    none matches.
+
+    Returns the queue names and, when there are none, the exchange to count as unroutable.
+    An alternate exchange that does not exist is passed over as RabbitMQ does: the
+    message is unroutable, not refused. A missing ``exchange`` raises ExchangeNotFound;
+    with ``mandatory``, a message no queue takes raises Unroutable.
+    """
+    seen: set[str] = set()
+    name = exchange
+    while name not in seen:
+        seen.add(name)
+        stored = exchanges.get(name)
+        if stored is None and name != exchange:
+            break
+        if stored is None:
+            raise ExchangeNotFound(name)
+        if stored.type is None:
+            targets = [routing_key] if routing_key in queues else []
+        else:
+            names = matching_queues(stored.type, stored.routes, routing_key, headers)
+            targets = sorted(queue for queue in names if queue in queues)
+        if targets:
+            return targets, None
+        if stored.alternate is None:
+            break
+        name = stored.alternate
+    if mandatory:
+        raise Unroutable(exchange, routing_key)
+    return [], exchange
 
 
 def matching_queues(

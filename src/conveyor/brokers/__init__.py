@@ -20,9 +20,12 @@ _BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "amqp": ("conveyor.brokers.rabbitmq", "RabbitMQBroker", "rabbitmq"),
     "amqps": ("conveyor.brokers.rabbitmq", "RabbitMQBroker", "rabbitmq"),
     "kafka": ("conveyor.brokers.kafka", "KafkaBroker", "kafka"),
+    "redis": ("conveyor.brokers.redis.broker", "RedisBroker", "redis"),
+    "rediss": ("conveyor.brokers.redis.broker", "RedisBroker", "redis"),
+    "unix": ("conveyor.brokers.redis.broker", "RedisBroker", "redis"),
 }
 
-# Result stores that are not a broker's own: scheme -> (module, class, extra to install).
+# Result stores of their own, with no broker to open: scheme -> (module, class, extra).
 _RESULT_STORES: dict[str, tuple[str, str, str | None]] = {
     "redis": ("conveyor.brokers.redis.results", "RedisResultStore", "redis"),
     "rediss": ("conveyor.brokers.redis.results", "RedisResultStore", "redis"),
@@ -61,7 +64,7 @@ def open_results(url: str) -> ResultStore:
     """A result store of its own at ``url`` (``redis://``, or a broker URL whose backend
     keeps one, such as ``sqlite:///results.db``), not yet connected."""
     scheme = BrokerURL.parse(url).scheme
-    if scheme in _BACKENDS and Capability.RESULTS in DECLARED.get(scheme, frozenset()):
+    if scheme not in _RESULT_STORES and Capability.RESULTS in DECLARED.get(scheme, frozenset()):
         return open_broker(url).results()
     scheme = _scheme(url, _RESULT_STORES, "results")
     store: type[ResultStore] = _load(scheme, _RESULT_STORES[scheme])

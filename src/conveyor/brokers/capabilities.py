@@ -90,11 +90,37 @@ _KAFKA = frozenset(
 from duplicating records, but a call sent again after an unknown outcome is a new one to
 the brokers, which is what IDEMPOTENT_PRODUCE promises to absorb."""
 
+_REDIS = frozenset(
+    {
+        Capability.QUEUES,
+        Capability.EXCHANGES,
+        Capability.PRIORITIES,
+        Capability.DELAYS,
+        Capability.DEAD_LETTER,
+        Capability.DELIVERY_LIMIT,
+        Capability.LEASES,
+        Capability.LEASE_EXTENSION,
+        Capability.FENCED_ACKS,
+        Capability.UNCOUNTED_RELEASE,
+        Capability.EXACT_STATS,
+        Capability.ROUTE_COUNTS,
+        Capability.ATOMIC_BATCH_PUBLISH,
+        Capability.BROWSE,
+        Capability.RESULTS,
+    }
+)
+"""TTL and max-length are not declared: Redis trims a stream only from its oldest entry
+(``XADD MAXLEN``, exact or ``~``), delivered or not, which is neither RabbitMQ's
+per-message expiry at the head nor its limit on the messages a queue holds."""
+
 DECLARED: dict[str, frozenset[Capability]] = {
     "sqlite": _EMBEDDED,
     "memory": _EMBEDDED,
     "amqp": _RABBITMQ,
     "amqps": _RABBITMQ,
     "kafka": _KAFKA,
+    "redis": _REDIS,
+    "rediss": _REDIS,
+    "unix": _REDIS,
 }
 """URL scheme -> the capabilities its backend declares."""

@@ -25,6 +25,7 @@ from conveyor.brokers.embedded.rows import (
 )
 from conveyor.brokers.embedded.topology import StoredQueue, Topology
 from conveyor.brokers.types import DeadLetterReason, JobStatus, Overflow
+from conveyor.deaths import is_cycle, with_death
 from conveyor.errors import QueueFull
 from conveyor.message import decode_headers, encode_headers
 
@@ -97,7 +98,15 @@ def dead_letter(
         routing_key = (
             row[6] if spec.dead_letter_routing_key is None else spec.dead_letter_routing_key
         )
-        headers = _with_death(row, spec.name, reason, now_ms)
+        headers = with_death(
+            decode_headers(row[10]),
+            queue=spec.name,
+            reason=reason,
+            now=now_ms / 1000,
+            exchange=row[5],
+            routing_key=row[6],
+            ttl=row[8],
+        )
         if extra_headers:
             headers.update(extra_headers)
         encoded = encode_headers(headers)
@@ -106,7 +115,7 @@ def dead_letter(
             spec.dead_letter_exchange, routing_key, headers, mandatory=False
         )
         for target in targets:
-            if _is_cycle(target, headers):
+            if is_cycle(target.spec.name, headers):
                 continue
             new_row = (
                 target.id,
@@ -132,45 +141,6 @@ def dead_letter(
             except QueueFull:
                 continue  # as RabbitMQ does: a full reject-publish target drops dead letters
             drop_head_over_limits(connection, topology, target, now_ms, changes)
-
-
-def _is_cycle(target: StoredQueue, headers: dict[str, Any]) -> bool:
-    """A message back in a queue it died in, with no rejection on the way, is looping.
-
-    Rejections break the cycle: "reject to a delay queue whose TTL routes back" is the
-    usual retry-with-delay pattern and must keep working.
-    """
-    deaths = headers["x-death"]
-    return any(death.get("queue") == target.spec.name for death in deaths) and not any(
-        death.get("reason") == DeadLetterReason.REJECTED.value for death in deaths
-    )
-
-
-def _with_death(
-    row: Sequence[Any], queue: str, reason: DeadLetterReason, now_ms: int
-) -> dict[str, Any]:
-    headers = decode_headers(row[10])
-    deaths: list[dict[str, Any]] = list(headers.get("x-death", []))
-    entry = {
-        "queue": queue,
-        "reason": reason.value,
-        "count": 1,
-        "time": now_ms / 1000,
-        "exchange": row[5],
-        "routing-keys": [row[6]],
-    }
-    if row[8] is not None:  # the message's own TTL, stripped from the copy as RabbitMQ does
-        entry["original-expiration"] = str(round(row[8] * 1000))
-    for index, death in enumerate(deaths):
-        if death.get("queue") == queue and death.get("reason") == reason.value:
-            entry["count"] = int(death.get("count", 1)) + 1
-            del deaths[index]
-            break
-    headers["x-death"] = [entry, *deaths]
-    headers.setdefault("x-first-death-queue", queue)
-    headers.setdefault("x-first-death-reason", reason.value)
-    headers.setdefault("x-first-death-exchange", row[5])
-    return headers
 
 
 def drop_head_over_limits(

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.brokers.types import Binding, ExchangeSpec, ExchangeStats, QueueSpec, as_float
-from conveyor.errors import ConfigError, ExchangeNotFound, QueueNotFound, Unroutable
-from conveyor.routing import ExchangeType, Route, matching_queues
+from conveyor.errors import ConfigError, ExchangeNotFound, QueueNotFound
+from conveyor.routing import ExchangeType, Route, route
 
 DEFAULT_EXCHANGE = ""
 
@@ -28,6 +28,14 @@ class StoredQueue:
 class StoredExchange:
     spec: ExchangeSpec | None  # None for the default exchange
     routes: tuple[Route, ...]
+
+    @property
+    def type(self) -> ExchangeType | None:
+        return None if self.spec is None else self.spec.type
+
+    @property
+    def alternate(self) -> str | None:
+        return None if self.spec is None else self.spec.alternate_exchange
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,35 +54,12 @@ class Topology:
     def route(
         self, exchange: str, routing_key: str, headers: Any, *, mandatory: bool
     ) -> tuple[list[StoredQueue], str | None]:
-        """The queues a message reaches, following alternate exchanges when none matches.
-
-        Returns the queues and, when there are none, the exchange to count as unroutable.
-        An alternate exchange that does not exist is passed over as RabbitMQ does: the
-        message is unroutable, not refused.
-        """
-        seen: set[str] = set()
-        name = exchange
-        while name not in seen:
-            seen.add(name)
-            stored = self.exchanges.get(name)
-            if stored is None and name != exchange:
-                break
-            if stored is None:
-                raise ExchangeNotFound(name)
-            if stored.spec is None:
-                queue = self.queues.get(routing_key)
-                targets = [queue] if queue is not None else []
-            else:
-                names = matching_queues(stored.spec.type, stored.routes, routing_key, headers)
-                targets = [self.queues[queue] for queue in sorted(names) if queue in self.queues]
-            if targets:
-                return targets, None
-            if stored.spec is None or stored.spec.alternate_exchange is None:
-                break
-            name = stored.spec.alternate_exchange
-        if mandatory:
-            raise Unroutable(exchange, routing_key)
-        return [], exchange
+        """The queues a message reaches and the exchange to count as unroutable: see
+        ``routing.route``."""
+        names, unroutable = route(
+            self.exchanges, self.queues, exchange, routing_key, headers, mandatory=mandatory
+        )
+        return [self.queues[name] for name in names], unroutable
 
 
 VERSION_QUERY = "SELECT value FROM meta WHERE key = 'topology_version'"

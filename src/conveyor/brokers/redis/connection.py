@@ -84,13 +84,14 @@ class Endpoint:
         """``text`` with the password, should it appear, replaced."""
         return text.replace(self.password, "***") if self.password else text
 
-    def client(self) -> redis.asyncio.Redis:
-        """A client that connects on first use; strings in, strings out."""
+    def client(self, *, text: bool = True) -> redis.asyncio.Redis:
+        """A client that connects on first use; strings in and out, or bytes out where
+        ``text`` is false (message bodies are bytes)."""
         extra: dict[str, Any] = {} if self.options.db is None else {"db": self.options.db}
         try:
             pool = redis.asyncio.ConnectionPool.from_url(
                 self.address,
-                decode_responses=True,
+                decode_responses=text,
                 socket_timeout=self.options.timeout,
                 socket_connect_timeout=self.options.connect_timeout,
                 **extra,

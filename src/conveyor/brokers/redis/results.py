@@ -18,7 +18,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio
 
@@ -58,6 +58,14 @@ _SCRIPT_BATCH = 200
 _POLL_BACKOFF = (0.05, 1.0)
 
 
+class RedisConnections(Protocol):
+    """A Redis broker whose connection a result store shares (``Broker.results()``)."""
+
+    async def connect(self) -> None: ...
+
+    def connected(self) -> Any: ...
+
+
 class RedisResultStore(ResultStore):
     """Job records, idempotency keys, rate limits and heartbeats in one Redis database.
 
@@ -67,18 +75,22 @@ class RedisResultStore(ResultStore):
 
     scheme = "redis"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, broker: RedisConnections | None = None) -> None:
         super().__init__(url)
         self._endpoint = Endpoint.parse(url)
         self.keys = Keys(self._endpoint.options.prefix)
         self._client: redis.asyncio.Redis | None = None
         self._watcher: Watcher | None = None
         self._connecting = asyncio.Lock()
+        self._broker = broker
 
     def __repr__(self) -> str:
         return f"RedisResultStore({self._endpoint.shown!r})"
 
     async def connect(self) -> None:
+        if self._broker is not None:
+            await self._broker.connect()
+            return
         async with self._connecting:
             if self._client is not None:
                 return
@@ -92,6 +104,7 @@ class RedisResultStore(ResultStore):
             self._watcher = Watcher(client, self._endpoint.options.timeout)
 
     async def close(self) -> None:
+        """Close this store's own connections (a broker's store leaves the broker's open)."""
         client, watcher = self._client, self._watcher
         self._client = self._watcher = None
         if watcher is not None:
@@ -108,6 +121,9 @@ class RedisResultStore(ResultStore):
                 await answer(client.ping())
 
     def _redis(self) -> redis.asyncio.Redis:
+        if self._broker is not None:
+            client: redis.asyncio.Redis = self._broker.connected().text
+            return client
         if self._client is None:
             raise BrokerUnavailable(
                 f"the result store at {self._endpoint.shown} is not connected; call connect() "
@@ -191,7 +207,7 @@ class RedisResultStore(ResultStore):
 
     async def _watch(self, job_id: str, deadline: float) -> JobRecord:
         """The record once finished, by the deadline, or when the watch fails."""
-        watcher = self._watcher
+        watcher = self._watcher if self._broker is None else self._broker.connected().watcher
         if watcher is None:
             self._redis()
             raise AssertionError("connected without a watcher")

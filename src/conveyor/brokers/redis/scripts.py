@@ -1,7 +1,9 @@
 """The Lua scripts in ``lua/``, run by their SHA1 (EVALSHA) so that only hashes cross the wire.
 
 A server forgets its scripts when it restarts (or on SCRIPT FLUSH). A call answered
-NOSCRIPT ran nothing, so the script is loaded and the call made again.
+NOSCRIPT ran nothing, so the script is loaded and the call made again. A line
+``--@include name`` stands for the text of ``lua/name.lua``: Redis scripts cannot call each
+other, so what several of them share is put into each.
 """
 
 from __future__ import annotations
@@ -31,12 +33,19 @@ class Script:
 
     @classmethod
     def named(cls, name: str) -> Script:
-        source = (
-            files("conveyor.brokers.redis")
-            .joinpath("lua", f"{name}.lua")
-            .read_text(encoding="utf-8")
-        )
+        lines = [
+            _text(line.removeprefix(_INCLUDE).strip()) if line.startswith(_INCLUDE) else line
+            for line in _text(name).splitlines(keepends=True)
+        ]
+        source = "".join(lines)
         return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+_INCLUDE = "--@include "
+
+
+def _text(name: str) -> str:
+    return files("conveyor.brokers.redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +54,7 @@ class Call:
 
     script: Script
     keys: Sequence[str]
-    args: Sequence[str]
+    args: Sequence[str | bytes]
 
 
 CREATE = Script.named("create")
@@ -60,6 +69,18 @@ SWEEP = Script.named("sweep")
 RATE = Script.named("rate")
 STATUSES = Script.named("statuses")
 SAMPLES = Script.named("samples")
+
+QUEUE_PUBLISH = Script.named("q_publish")
+QUEUE_RECEIVE = Script.named("q_receive")
+QUEUE_ACK = Script.named("q_ack")
+QUEUE_REQUEUE = Script.named("q_requeue")
+QUEUE_REPLACE = Script.named("q_replace")
+QUEUE_EXTEND = Script.named("q_extend")
+QUEUE_STATS = Script.named("q_stats")
+QUEUE_PURGE = Script.named("q_purge")
+QUEUE_MOVE = Script.named("q_move")
+QUEUE_DECLARE = Script.named("q_declare")
+QUEUE_BROWSE = Script.named("q_browse")
 
 
 async def run(client: redis.asyncio.Redis, call: Call) -> Any:
@@ -87,7 +108,7 @@ async def _run_chunk(client: redis.asyncio.Redis, calls: Sequence[Call]) -> list
         pipeline = client.pipeline(transaction=False)
         for index in pending:
             call = calls[index]
-            pipeline.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            pipeline.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)  # type: ignore[arg-type]
         unknown: list[int] = []
         for index, reply in zip(pending, await pipeline.execute(raise_on_error=False), strict=True):
             if isinstance(reply, NoScriptError):
