@@ -1,4 +1,5 @@
-"""Task workers under crashes and signals: real `conveyor worker` processes on a SQLite file.
+"""Task workers under crashes and signals: real `conveyor worker` processes on a SQLite file
+(and, for SIGKILL, on Redis).
 
 Each test enqueues from this process, runs workers as child processes
 (``python -m conveyor worker tests.reliability.app:app``), and then counts every run: the
@@ -34,6 +35,7 @@ from conveyor.brokers.base import Broker
 from conveyor.brokers.types import JobStatus, WorkerInfo
 from conveyor.tasks.states import dead_letter_queue
 from conveyor.tasks.task import IDEMPOTENCY_HEADER
+from tests.backend_urls import BACKENDS
 from tests.reliability.children import ChildProcess
 from tests.reliability.tasks import (
     LEASE_TIMEOUT,
@@ -230,8 +232,10 @@ class Setting:
 
 
 @pytest.fixture
-async def setting(tmp_path: Path) -> AsyncIterator[Setting]:
-    url = f"sqlite:///{tmp_path / 'conveyor.db'}"  # tmp_path is absolute: sqlite:////...
+async def setting(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Setting]:
+    """The workers' broker: a SQLite file, or (parametrized indirectly) another backend of
+    tests/backend_urls.py."""
+    url = BACKENDS[getattr(request, "param", "sqlite")](tmp_path)
     log = tmp_path / "runs.log"
     environment = {**os.environ, URL_ENV: url, LOG_ENV: str(log)}
     children = Children(tmp_path, environment)
@@ -243,6 +247,7 @@ async def setting(tmp_path: Path) -> AsyncIterator[Setting]:
     finally:
         await children.kill_all()
         await client.aclose()
+        client.close()  # the private loop that reading job.status opened
 
 
 # 1. SIGKILL
@@ -253,6 +258,7 @@ PREFETCH = 50
 IN_FLIGHT_BOUND = PREFETCH + CONCURRENCY
 
 
+@pytest.mark.parametrize("setting", ["sqlite", "redis"], indirect=True)
 @pytest.mark.parametrize("kill_at", [0.1, 0.5, 0.9], ids=["at-10%", "at-50%", "at-90%"])
 async def test_sigkilled_worker_loses_no_task(setting: Setting, kill_at: float) -> None:
     job_ids = await setting.enqueue_records(TOTAL, pause=0.002)

@@ -1,8 +1,9 @@
-"""An App on RabbitMQ with job records in Redis, for ``conveyor worker`` and ``serve`` as
-child processes: ``tests.backends.rabbitmq_app:app``.
+"""An App on a broker server (RabbitMQ with job records in Redis, or Redis alone), for
+``conveyor worker`` and ``serve`` as child processes: ``tests.backends.server_app:app``.
 
-The broker and result store URLs come from the environment (the parent test's vhost and
-key prefix), and the tasks write what they saw to files under ``CONVEYOR_TEST_DIR``.
+The broker and result store URLs come from the environment (the parent test's vhost or
+key prefix; no result store URL: the broker's own), and the tasks write what they saw to
+files under ``CONVEYOR_TEST_DIR``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ DIRECTORY_ENV = "CONVEYOR_TEST_DIR"
 QUEUE = "ops"
 
 
-def build(broker_url: str, results_url: str) -> App:
+def build(broker_url: str, results_url: str | None) -> App:
     """The App with its three tasks: the test's own handle on what the worker runs."""
     built = App(broker_url, results_url=results_url, default_queue=QUEUE)
     built.task(name="ops.add", max_retries=0)(add)
@@ -56,4 +57,4 @@ def __getattr__(name: str) -> App:
     """``app``, built from the environment when a child process first loads it."""
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return build(os.environ[BROKER_URL_ENV], os.environ[RESULTS_URL_ENV])
+    return build(os.environ[BROKER_URL_ENV], os.environ.get(RESULTS_URL_ENV) or None)

@@ -1,5 +1,6 @@
-"""The operator's tools on RabbitMQ: the CLI, a ``conveyor worker`` process, the HTTP API
-and the console, against a real server (a virtual host per test) with job records in Redis.
+"""The operator's tools on the broker servers: the CLI, a ``conveyor worker`` process, the
+HTTP API and the console, against RabbitMQ (a virtual host per test, job records in Redis)
+and Redis (a key prefix per test, job records in the broker's own store).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import pytest
 
 from conveyor import __version__
 from conveyor.app import App
+from conveyor.brokers import Capability, open_broker
 from conveyor.errors import JobFailed
 from conveyor.tasks.states import dead_letter_queue
 from tests.backend_urls import BACKENDS
-from tests.backends import rabbitmq_app
+from tests.backends import server_app
 from tests.integration.cli_support import Cli
 from tests.integration.console_support import console, logged_in
 from tests.integration.server_support import serve
@@ -33,26 +35,37 @@ PASSWORD_IN_URL = ":guest@"
 """What a URL shows when its password (guest) is not masked."""
 
 
+@pytest.fixture(params=["rabbitmq", "redis"])
+def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh virtual host of the local RabbitMQ, or a fresh key prefix on the local Redis
+    (skips, or fails on CI, without the server)."""
+    return BACKENDS[request.param](tmp_path)
+
+
 @pytest.fixture
-def rabbitmq_url(tmp_path: Path) -> str:
-    """A fresh virtual host of the local RabbitMQ (skips, or fails on CI, without one)."""
-    return BACKENDS["rabbitmq"](tmp_path)
+def results_url(broker_url: str, request: pytest.FixtureRequest) -> str | None:
+    """Redis for RabbitMQ's job records; None for a broker that keeps its own."""
+    if Capability.RESULTS in open_broker(broker_url).capabilities:
+        return None
+    url: str = request.getfixturevalue("redis_results_url")
+    return url
 
 
 @pytest.fixture
 def cli(
-    rabbitmq_url: str,
-    redis_results_url: str,
+    broker_url: str,
+    results_url: str | None,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> Cli:
-    monkeypatch.setenv("CONVEYOR_RESULTS_URL", redis_results_url)
-    return Cli(rabbitmq_url, capsys, monkeypatch)
+    if results_url is not None:
+        monkeypatch.setenv("CONVEYOR_RESULTS_URL", results_url)
+    return Cli(broker_url, capsys, monkeypatch)
 
 
 @pytest.fixture
-async def app(rabbitmq_url: str, redis_results_url: str) -> AsyncIterator[App]:
-    instance = rabbitmq_app.build(rabbitmq_url, redis_results_url)
+async def app(broker_url: str, results_url: str | None) -> AsyncIterator[App]:
+    instance = server_app.build(broker_url, results_url)
     yield instance
     await instance.aclose()
     instance.close()
@@ -60,18 +73,18 @@ async def app(rabbitmq_url: str, redis_results_url: str) -> AsyncIterator[App]:
 
 @pytest.fixture
 def worker(
-    app: App, rabbitmq_url: str, redis_results_url: str, tmp_path: Path
+    app: App, broker_url: str, results_url: str | None, tmp_path: Path
 ) -> Iterator[subprocess.Popen[str]]:
-    """``conveyor worker tests.backends.rabbitmq_app:app`` in a process group of its own,
+    """``conveyor worker tests.backends.server_app:app`` in a process group of its own,
     killed with its group however the test ends."""
     env = {
         **os.environ,
-        rabbitmq_app.BROKER_URL_ENV: rabbitmq_url,
-        rabbitmq_app.RESULTS_URL_ENV: redis_results_url,
-        rabbitmq_app.DIRECTORY_ENV: str(tmp_path),
+        server_app.BROKER_URL_ENV: broker_url,
+        server_app.RESULTS_URL_ENV: results_url or "",
+        server_app.DIRECTORY_ENV: str(tmp_path),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "worker", "tests.backends.rabbitmq_app:app",
+        [sys.executable, "-m", "conveyor", "worker", "tests.backends.server_app:app",
          "--concurrency", "2", "--log-format", "json", "--loglevel", "DEBUG"],
         cwd=ROOT,
         env=env,
@@ -89,7 +102,7 @@ def worker(
         process.communicate(timeout=30)
 
 
-def test_queue_exchange_and_message_commands_work_on_rabbitmq(cli: Cli) -> None:
+def test_queue_exchange_and_message_commands_work_on_the_server(cli: Cli) -> None:
     assert cli("queues", "declare", "orders", "--max-priority", "5").code == 0
     assert cli("exchanges", "declare", "events", "--type", "topic").code == 0
     assert cli("bind", "events", "orders", "--routing-key", "order.*").code == 0
@@ -113,14 +126,14 @@ def test_queue_exchange_and_message_commands_work_on_rabbitmq(cli: Cli) -> None:
     assert "orders" not in {row["name"] for row in cli("queues", "list", "--json").json()}
 
 
-def test_a_missing_queue_on_rabbitmq_is_one_line_without_the_password(cli: Cli) -> None:
+def test_a_missing_queue_on_the_server_is_one_line_without_the_password(cli: Cli) -> None:
     result = cli("queues", "show", "nowhere")
     result.one_line_error(1, "'nowhere'")
     assert PASSWORD_IN_URL not in result.err
 
 
-async def test_a_worker_process_runs_retries_and_dead_letters_tasks_on_rabbitmq(
-    app: App, worker: subprocess.Popen[str], cli: Cli, tmp_path: Path
+async def test_a_worker_process_runs_retries_and_dead_letters_tasks_on_the_server(
+    app: App, worker: subprocess.Popen[str], cli: Cli, tmp_path: Path, broker_url: str
 ) -> None:
     added = await app.get_task("ops.add").adelay(2, 3)
     flaky = await app.get_task("ops.flaky").adelay("flaky")
@@ -152,7 +165,7 @@ async def test_a_worker_process_runs_retries_and_dead_letters_tasks_on_rabbitmq(
     _, log = worker.communicate(timeout=30)
     assert worker.returncode == 0, log
     assert PASSWORD_IN_URL not in log
-    assert "on amqp://guest:***@127.0.0.1:5672/" in log, log
+    assert f"on {open_broker(broker_url).location}" in log, log
     lines = [json.loads(line) for line in log.splitlines()]
     banner = next(line for line in lines if line["logger"] == "conveyor.worker")
     assert banner["message"].startswith(f"conveyor {__version__} worker ")
@@ -172,7 +185,7 @@ async def test_a_worker_process_runs_retries_and_dead_letters_tasks_on_rabbitmq(
     assert "ValueError: poison attempt 2" in given_up["message"]
 
 
-async def test_the_api_and_console_show_rabbitmq_queues_and_dead_letters(
+async def test_the_api_and_console_show_the_servers_queues_and_dead_letters(
     app: App, worker: subprocess.Popen[str]
 ) -> None:
     poison = await app.get_task("ops.poison").adelay("poison")
@@ -200,6 +213,7 @@ async def test_the_api_and_console_show_rabbitmq_queues_and_dead_letters(
         for page in pages:
             assert page.status_code == 200, (page.url, re.sub(r"<[^>]+>", " ", page.text)[-1500:])
             assert PASSWORD_IN_URL not in page.text
-        assert "without taking them" in pages[1].text
+        browsable = Capability.BROWSE in open_broker(app.broker_url).capabilities
+        assert ("The queue is empty" if browsable else "without taking them") in pages[1].text
         assert "ops.poison" in pages[2].text
         assert "poison attempt 2" in pages[3].text
