@@ -1,5 +1,5 @@
 """Task workers under crashes and signals: real `conveyor worker` processes on a SQLite file
-(and, for SIGKILL, on Redis).
+(and, for SIGKILL, two workers and schedules, on Redis).
 
 Each test enqueues from this process, runs workers as child processes
 (``python -m conveyor worker tests.reliability.app:app``), and then counts every run: the
@@ -303,6 +303,7 @@ async def test_sigkilled_worker_loses_no_task(setting: Setting, kill_at: float) 
     assert ran_in_second == set(job_ids) - ran_before_kill.job_ids() | set(duplicates)
 
 
+@pytest.mark.parametrize("setting", ["sqlite", "redis"], indirect=True)
 async def test_two_live_workers_run_each_job_exactly_once(setting: Setting) -> None:
     # No crash, so no job may run twice, even when a worker holds jobs it has leased ahead
     # for longer than the lease (here 0.25 s jobs, 20 leased per process, 2 at a time).
@@ -469,6 +470,7 @@ async def test_ctrl_c_on_a_supervised_pool_lets_running_jobs_finish(setting: Set
 # 4. Periodic tasks
 
 
+@pytest.mark.parametrize("setting", ["sqlite", "redis"], indirect=True)
 async def test_periodic_task_fires_once_per_tick_with_two_workers(setting: Setting) -> None:
     options = ("--queues", TICK_QUEUE, "--concurrency", "2")
     workers = [await setting.children.worker(f"worker-{i}", *options) for i in range(2)]
