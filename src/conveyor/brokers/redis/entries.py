@@ -45,16 +45,43 @@ def fields(message: Message, exchange: str, *, deliveries: int = 0) -> list[byte
     return flat
 
 
-def message(entry_id: bytes, flat: Sequence[bytes]) -> tuple[Message, int]:
-    """The message an entry holds, and how often it was delivered before this copy."""
-    values = dict(zip(flat[::2], flat[1::2], strict=True))
+def message(entry_id: bytes, flat: Sequence[bytes]) -> tuple[Message, int, str]:
+    """The message an entry holds, how often it was delivered before this copy, and the
+    exchange it was published through."""
+    if len(flat) >= 12 and flat[0] == b"id" and flat[2] == b"body" and flat[10] == b"timestamp":
+        headers = content_type = None
+        before = 0
+        for index in range(12, len(flat), 2):
+            name = flat[index]
+            if name == b"headers":
+                headers = flat[index + 1].decode()
+            elif name == b"content_type":
+                content_type = flat[index + 1].decode()
+            elif name == b"deliveries":
+                before = int(flat[index + 1])
+        built = stored_message(
+            flat[3],
+            flat[5].decode(),
+            decode_headers(headers),
+            int(flat[9]),
+            None,
+            flat[1].decode(),
+            float(flat[11]),
+            content_type,
+        )
+        return built, before, flat[7].decode()
+    return _parsed(entry_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+def _parsed(entry_id: bytes, values: dict[bytes, bytes]) -> tuple[Message, int, str]:
+    """An entry whose fields are in another order, or that another client wrote."""
     body = values.get(b"body")
     if body is None:
-        return _foreign(entry_id, values), 0
+        return _foreign(entry_id, values), 0, ""
     headers = values.get(b"headers")
     content_type = values.get(b"content_type")
     timestamp = values.get(b"timestamp")
-    return stored_message(
+    built = stored_message(
         body,
         values.get(b"routing_key", b"").decode(),
         decode_headers(headers.decode() if headers is not None else None),
@@ -63,14 +90,8 @@ def message(entry_id: bytes, flat: Sequence[bytes]) -> tuple[Message, int]:
         (values.get(b"id") or entry_id).decode(),
         float(timestamp) if timestamp is not None else entry_time(entry_id),
         content_type.decode() if content_type is not None else None,
-    ), int(values.get(b"deliveries", b"0"))
-
-
-def exchange_of(flat: Sequence[bytes]) -> str:
-    for name, value in zip(flat[::2], flat[1::2], strict=True):
-        if name == b"exchange":
-            return value.decode()
-    return ""
+    )
+    return built, int(values.get(b"deliveries", b"0")), values.get(b"exchange", b"").decode()
 
 
 def _foreign(entry_id: bytes, values: dict[bytes, bytes]) -> Message:

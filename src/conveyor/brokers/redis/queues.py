@@ -4,12 +4,11 @@
 {prefix}queue:{name}          stream  priority 0's messages, read by the group "conveyor"
 {prefix}queue:{name}:p{n}     stream  priority n's (queues with max_priority)
 {prefix}levels:{name}         zset    the priority levels that have a stream
-{prefix}leases:{name}         zset    "level/entry id" of each delivery -> lease deadline (ms)
-{prefix}tokens:{name}         hash    "level/entry id" -> its delivery's token and body size
+{prefix}leases:{name}         zset    "level/entry id/token/size" per delivery -> its deadline (ms)
 {prefix}delayed:{name}        zset    delayed copies (MessagePack) -> when due (ms)
 {prefix}counts:{name}         hash    published, delivered, acked, dead_lettered, bytes
 {prefix}wake:{name}           channel told when messages become ready
-{prefix}seq                   string  tokens and delayed copies are numbered from it
+{prefix}seq                   string  receives (tokens) and delayed copies are numbered from it
 ```
 
 A delivered message stays in the group's pending entries list until it is settled, which
@@ -17,7 +16,8 @@ counts its deliveries; its lease deadline is the server's time. A lapsed lease i
 reclaimed by the next receive (XCLAIM of that entry, which counts a delivery), before new
 entries of its priority level. XAUTOCLAIM is not used: it reclaims by one idle time for
 all entries, and a lease here is per delivery (``lease_timeout``, ``extend_lease``). Each
-delivery carries a token, so a late settlement of a copy redelivered since is refused.
+lease names the receive that made it (its token), so a late settlement of a copy that was
+redelivered since finds no lease and is refused.
 """
 
 from __future__ import annotations
@@ -60,17 +60,11 @@ _tags = itertools.count(1)
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """Which stream entry a delivery is, and the token of this delivery of it."""
+    """A delivery's lease member: ``level/entry id/token/body size`` (see lua/q_common)."""
 
     member: str
-    level: int
-    entry_id: str
-    token: str
     exchange: str
     """What the message was published through, for its dead-letter record."""
-
-    def args(self) -> list[str]:
-        return [self.member, str(self.level), self.entry_id, self.token]
 
 
 class RedisQueues:
@@ -322,11 +316,9 @@ class RedisQueues:
         deadline = deadline_ms / 1000
         deliveries = []
         poison = []
-        for level, entry_id, flat, count, token in taken:
-            message, before = entries.message(entry_id, flat)
-            entry = entry_id.decode()
-            exchange = entries.exchange_of(flat)
-            receipt = Receipt(f"{level}/{entry}", level, entry, str(token), exchange)
+        for _, entry_id, flat, count, member in taken:
+            message, before, exchange = entries.message(entry_id, flat)
+            receipt = Receipt(member.decode(), exchange)
             delivery = Delivery(message, spec.name, before + count, receipt, deadline, next(_tags))
             if spec.delivery_limit is not None and delivery.delivery_count > spec.delivery_limit:
                 poison.append(delivery)
@@ -346,8 +338,7 @@ class RedisQueues:
         calls = []
         for queue, batch in by_queue.items():
             args = [prefix, queue]
-            for delivery in batch:
-                args += delivery.receipt.args()
+            args.append(" ".join(delivery.receipt.member for delivery in batch))
             calls.append(Call(scripts.QUEUE_ACK, (), args))
         connection = self._running()
         with connection.endpoint.errors():
@@ -386,8 +377,7 @@ class RedisQueues:
             by_queue.setdefault(delivery.queue, []).append(delivery)
         for queue, batch in by_queue.items():
             args = [prefix, queue, "1" if uncounted else "0"]
-            for delivery in batch:
-                args += delivery.receipt.args()
+            args.append(" ".join(delivery.receipt.member for delivery in batch))
             reply = await self._run(Call(scripts.QUEUE_REQUEUE, (), args))
             if strict and not all(reply):
                 raise LeaseLost(batch[0].queue, batch[0].message.id)
@@ -446,7 +436,7 @@ class RedisQueues:
     ) -> int:
         version = (known or await self._topology()).version
         receipt: Receipt = delivery.receipt
-        args = [self._running().prefix, version, delivery.queue, *receipt.args(), counter]
+        args = [self._running().prefix, version, delivery.queue, receipt.member, counter]
         outcome = int(
             await self._run(Call(scripts.QUEUE_REPLACE, [self._keys.version], [*args, *copies]))
         )
@@ -460,7 +450,7 @@ class RedisQueues:
     async def extend_lease(self, delivery: Delivery, seconds: float) -> Delivery:
         duration = as_seconds(seconds, "seconds", positive=True) or 0.0
         receipt: Receipt = delivery.receipt
-        args = [self._running().prefix, delivery.queue, receipt.member, receipt.token]
+        args = [self._running().prefix, delivery.queue, receipt.member]
         deadline = await self._run(
             Call(scripts.QUEUE_EXTEND, (), [*args, str(max(1, round(duration * 1000)))])
         )
@@ -477,7 +467,7 @@ class RedisQueues:
         )
         listed: list[QueuedMessage] = []
         for entry_id, flat, count, deadline_ms, due_ms in found[offset : offset + limit]:
-            message, before = entries.message(entry_id, flat)
+            message, before, _ = entries.message(entry_id, flat)
             enqueued = message.timestamp if due_ms >= 0 else entries.entry_time(entry_id)
             available = due_ms / 1000 if due_ms >= 0 else enqueued
             leased = deadline_ms > now_ms
@@ -507,7 +497,7 @@ class RedisQueues:
         return await self._running().run(call, raw=raw)
 
 
-_QUEUE_PARTS = ("levels", "leases", "tokens", "delayed", "counts")
+_QUEUE_PARTS = ("levels", "leases", "delayed", "counts")
 
 
 def _stream(prefix: str, queue: str, level: int) -> str:

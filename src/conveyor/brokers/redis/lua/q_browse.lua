@@ -6,7 +6,12 @@
 --          due (ms) or -1}...}}
 local prefix, queue = ARGV[1], ARGV[2]
 local now, out = now_ms(), {}
-local leases = prefix .. 'leases:' .. queue
+local deadlines = {}
+local leased = redis.call('ZRANGE', prefix .. 'leases:' .. queue, 0, -1, 'WITHSCORES')
+for j = 1, #leased, 2 do
+    local level, id = parse_lease(leased[j])
+    deadlines[level .. '/' .. id] = tonumber(leased[j + 1])
+end
 for _, level in ipairs(redis.call('ZREVRANGE', prefix .. 'levels:' .. queue, 0, -1)) do
     local stream = stream_of(prefix, queue, level)
     local counts = {}
@@ -16,9 +21,8 @@ for _, level in ipairs(redis.call('ZREVRANGE', prefix .. 'levels:' .. queue, 0, 
         end
     end
     for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+')) do
-        local deadline = redis.call('ZSCORE', leases, level .. '/' .. entry[1])
         table.insert(out, {entry[1], entry[2], counts[entry[1]] or 0,
-            deadline and tonumber(deadline) or -1, -1})
+            deadlines[level .. '/' .. entry[1]] or -1, -1})
     end
 end
 local delayed = redis.call('ZRANGE', prefix .. 'delayed:' .. queue, 0, -1, 'WITHSCORES')

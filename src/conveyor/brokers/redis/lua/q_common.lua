@@ -1,8 +1,9 @@
 -- What the queue scripts share (included by each, see scripts.py).
 -- A queue's messages wait in one stream per priority level, read through the consumer
--- group 'conveyor'; a delivered message stays in the group's pending entries until it is
--- settled, with its lease deadline in the queue's leases zset and the token of its current
--- delivery (and its body's size) in the tokens hash, both under 'level/entry id'.
+-- group 'conveyor'. A delivered message stays in the group's pending entries until it is
+-- settled; its lease is a member 'level/entry id/token/body size' of the queue's leases
+-- zset, scored by the deadline (ms, the server's clock). The token names the receive that
+-- delivered it, so a settlement from an earlier delivery finds no member and is refused.
 
 local GROUP = 'conveyor'
 
@@ -18,6 +19,20 @@ local function stream_of(prefix, queue, level)
     return prefix .. 'queue:' .. queue .. ':p' .. level
 end
 
+-- Lease members as scripts take them: one argument, separated by spaces.
+local function words(text)
+    local out = {}
+    for word in string.gmatch(text, '%S+') do
+        table.insert(out, word)
+    end
+    return out
+end
+
+local function parse_lease(member)
+    local level, id, token, size = string.match(member, '^(%d+)/([^/]+)/(%d+)/(%d+)$')
+    return level, id, token, tonumber(size)
+end
+
 local function body_size(fields)
     for j = 1, #fields, 2 do
         if fields[j] == 'body' then
@@ -27,7 +42,46 @@ local function body_size(fields)
     return 0
 end
 
+local function field(fields, name)
+    for j = 1, #fields, 2 do
+        if fields[j] == name then
+            return fields[j + 1]
+        end
+    end
+    return nil
+end
+
+-- Counters a script bumps, added up and written once at its end (flush).
+local tally = {}
+
+local function count(queue, name, by)
+    local counters = tally[queue]
+    if not counters then
+        counters = {}
+        tally[queue] = counters
+    end
+    counters[name] = (counters[name] or 0) + by
+end
+
+local function flush(prefix)
+    for queue, counters in pairs(tally) do
+        for name, by in pairs(counters) do
+            if by ~= 0 then
+                redis.call('HINCRBY', prefix .. 'counts:' .. queue, name, by)
+            end
+        end
+    end
+    tally = {}
+end
+
+local ensured = {}
+
 local function ensure_level(prefix, queue, level)
+    local key = queue .. '/' .. level
+    if ensured[key] then
+        return
+    end
+    ensured[key] = true
     if redis.call('ZADD', prefix .. 'levels:' .. queue, 'NX', level, level) == 1 then
         -- a stream another client made may have the group already
         redis.pcall('XGROUP', 'CREATE', stream_of(prefix, queue, level), GROUP, '0', 'MKSTREAM')
@@ -36,10 +90,9 @@ end
 
 -- Store one copy of a message in a queue, ready now or after delay ms.
 local function enqueue(prefix, queue, level, now, delay, fields, published, woken)
-    local counts = prefix .. 'counts:' .. queue
-    redis.call('HINCRBY', counts, 'bytes', body_size(fields))
+    count(queue, 'bytes', body_size(fields))
     if published then
-        redis.call('HINCRBY', counts, 'published', 1)
+        count(queue, 'published', 1)
     end
     if delay > 0 then
         local seq = redis.call('INCR', prefix .. 'seq')
@@ -82,36 +135,45 @@ local function promote(prefix, queue, now, woken)
         local item = cmsgpack.unpack(member)
         ensure_level(prefix, queue, item[2])
         redis.call('XADD', stream_of(prefix, queue, item[2]), '*', unpack(item[3]))
-        redis.call('ZREM', key, member)
         woken[queue] = true
     end
+    if #due > 0 then
+        redis.call('ZREM', key, unpack(due))
+    end
 end
 
--- The size of a delivery's body if its lease still holds with this token, else nil.
-local function held(prefix, queue, member, token, now)
-    local current = redis.call('HGET', prefix .. 'tokens:' .. queue, member)
-    if not current then
-        return nil
+-- Which of the given lease members still hold (a score past now): true or false each.
+local function holding(prefix, queue, members, now)
+    if #members == 0 then
+        return {}
     end
-    local stored, size = string.match(current, '^(%d+):(%d+)$')
-    if stored ~= token then
-        return nil
+    local scores = redis.call('ZMSCORE', prefix .. 'leases:' .. queue, unpack(members))
+    local held = {}
+    for n, score in ipairs(members) do
+        held[n] = scores[n] ~= false and tonumber(scores[n]) > now
     end
-    local deadline = redis.call('ZSCORE', prefix .. 'leases:' .. queue, member)
-    if not deadline or tonumber(deadline) <= now then
-        return nil
-    end
-    return tonumber(size)
+    return held
 end
 
--- Remove a delivered message for good.
-local function forget(prefix, queue, level, id, member, size)
-    local stream = stream_of(prefix, queue, level)
-    redis.call('XACK', stream, GROUP, id)
-    redis.call('XDEL', stream, id)
-    redis.call('ZREM', prefix .. 'leases:' .. queue, member)
-    redis.call('HDEL', prefix .. 'tokens:' .. queue, member)
-    redis.call('HINCRBY', prefix .. 'counts:' .. queue, 'bytes', 0 - size)
+-- Remove delivered messages for good, given their lease members.
+local function forget(prefix, queue, members)
+    if #members == 0 then
+        return
+    end
+    local by_stream, size = {}, 0
+    for _, member in ipairs(members) do
+        local level, id, _, bytes = parse_lease(member)
+        local stream = stream_of(prefix, queue, level)
+        by_stream[stream] = by_stream[stream] or {}
+        table.insert(by_stream[stream], id)
+        size = size + bytes
+    end
+    for stream, ids in pairs(by_stream) do
+        redis.call('XACK', stream, GROUP, unpack(ids))
+        redis.call('XDEL', stream, unpack(ids))
+    end
+    redis.call('ZREM', prefix .. 'leases:' .. queue, unpack(members))
+    count(queue, 'bytes', 0 - size)
 end
 
 -- The group's last delivered entry id and pending count on a level's stream.
@@ -132,13 +194,13 @@ local function group_state(stream)
 end
 
 -- The messages of a level that wait (not leased): lapsed deliveries, then entries never
--- delivered, as {entry id, fields, 'level/entry id' if it was delivered}.
+-- delivered, as {entry id, fields, lease member if it was delivered}.
 local function waiting(prefix, queue, level, now)
     local stream, out = stream_of(prefix, queue, level), {}
     for _, member in ipairs(redis.call('ZRANGEBYSCORE', prefix .. 'leases:' .. queue,
             '-inf', now)) do
-        if string.match(member, '^(%d+)/') == tostring(level) then
-            local id = string.sub(member, #tostring(level) + 2)
+        local lapsed_level, id = parse_lease(member)
+        if lapsed_level == tostring(level) then
             local entry = redis.call('XRANGE', stream, id, id)
             if entry[1] then
                 table.insert(out, {id, entry[1][2], member})
@@ -158,17 +220,7 @@ local function unqueue(prefix, queue, level, item)
     if item[3] then
         redis.call('XACK', stream, GROUP, item[1])
         redis.call('ZREM', prefix .. 'leases:' .. queue, item[3])
-        redis.call('HDEL', prefix .. 'tokens:' .. queue, item[3])
     end
     redis.call('XDEL', stream, item[1])
-    redis.call('HINCRBY', prefix .. 'counts:' .. queue, 'bytes', 0 - body_size(item[2]))
-end
-
-local function field(fields, name)
-    for j = 1, #fields, 2 do
-        if fields[j] == name then
-            return fields[j + 1]
-        end
-    end
-    return nil
+    count(queue, 'bytes', 0 - body_size(item[2]))
 end

@@ -1,12 +1,12 @@
 --@include q_common
 -- Hold a delivery's lease for ms from now, if it still holds.
--- ARGV: prefix, queue, 'level/entry id', token, ms
+-- ARGV: prefix, queue, lease member, ms
 -- Returns the new deadline (ms), or -1 if the lease had lapsed.
 local prefix, queue, member = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
-if not held(prefix, queue, member, ARGV[4], now) then
+if not holding(prefix, queue, {member}, now)[1] then
     return -1
 end
-local deadline = now + tonumber(ARGV[5])
-redis.call('ZADD', prefix .. 'leases:' .. queue, deadline, member)
+local deadline = now + tonumber(ARGV[4])
+redis.call('ZADD', prefix .. 'leases:' .. queue, 'XX', deadline, member)
 return deadline

@@ -27,5 +27,6 @@ for _, level in ipairs(redis.call('ZREVRANGE', prefix .. 'levels:' .. queue, 0, 
         end
     end
 end
+flush(prefix)
 wake(prefix, woken)
 return moved

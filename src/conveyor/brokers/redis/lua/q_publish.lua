@@ -9,5 +9,6 @@ if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[2] then
 end
 local prefix, woken = ARGV[1], {}
 local stored = enqueue_all(prefix, 3, now_ms(), true, woken)
+flush(prefix)
 wake(prefix, woken)
 return stored

@@ -17,4 +17,5 @@ for _, member in ipairs(redis.call('ZRANGE', delayed, 0, -1)) do
     removed = removed + 1
 end
 redis.call('DEL', delayed)
+flush(prefix)
 return removed

@@ -3,42 +3,41 @@
 -- (redeliveries) before new entries. Due delayed messages are moved in first.
 -- ARGV: prefix, queue, max, lease (ms)
 -- Returns {now, deadline, when to look again (ms, -1: no delayed or leased message),
---          {{level, entry id, fields, deliveries in the group, token}...}}
+--          {{level, entry id, fields, deliveries in the group, lease member}...}}
 local prefix, queue, max, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local now, woken = now_ms(), {}
 promote(prefix, queue, now, woken)
-local leases, tokens = prefix .. 'leases:' .. queue, prefix .. 'tokens:' .. queue
-local lapsed = {}
+local leases = prefix .. 'leases:' .. queue
+local lapsed, reclaimed = {}, {}
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, max)) do
-    local level = string.match(member, '^(%d+)/')
+    local level, id = parse_lease(member)
     lapsed[level] = lapsed[level] or {}
-    table.insert(lapsed[level], member)
+    table.insert(lapsed[level], {id, member})
 end
-local out, deadline = {}, now + lease
-local function take(level, id, fields, count)
-    local member = level .. '/' .. id
-    local token = redis.call('INCR', prefix .. 'seq')
-    redis.call('ZADD', leases, deadline, member)
-    redis.call('HSET', tokens, member, token .. ':' .. body_size(fields))
-    table.insert(out, {tonumber(level), id, fields, count, token})
+local out, deadline, token = {}, now + lease, nil
+local taken = {}
+local function take(level, id, fields, deliveries)
+    token = token or redis.call('INCR', prefix .. 'seq')
+    local member = level .. '/' .. id .. '/' .. token .. '/' .. body_size(fields)
+    table.insert(taken, deadline)
+    table.insert(taken, member)
+    table.insert(out, {tonumber(level), id, fields, deliveries, member})
 end
 for _, level in ipairs(redis.call('ZREVRANGE', prefix .. 'levels:' .. queue, 0, -1)) do
     if #out >= max then
         break
     end
     local stream = stream_of(prefix, queue, level)
-    for _, member in ipairs(lapsed[level] or {}) do
+    for _, item in ipairs(lapsed[level] or {}) do
         if #out >= max then
             break
         end
-        local id = string.sub(member, #level + 2)
+        local id = item[1]
+        table.insert(reclaimed, item[2])
         local claimed = redis.call('XCLAIM', stream, GROUP, GROUP, 0, id)
         if claimed[1] then
             local pending = redis.call('XPENDING', stream, GROUP, id, id, 1)
             take(level, id, claimed[1][2], pending[1][4])
-        else
-            redis.call('ZREM', leases, member)
-            redis.call('HDEL', tokens, member)
         end
     end
     if #out < max then
@@ -51,9 +50,14 @@ for _, level in ipairs(redis.call('ZREVRANGE', prefix .. 'levels:' .. queue, 0, 
         end
     end
 end
-if #out > 0 then
-    redis.call('HINCRBY', prefix .. 'counts:' .. queue, 'delivered', #out)
+if #reclaimed > 0 then
+    redis.call('ZREM', leases, unpack(reclaimed))
 end
+if #taken > 0 then
+    redis.call('ZADD', leases, unpack(taken))
+    count(queue, 'delivered', #out)
+end
+flush(prefix)
 wake(prefix, woken)
 local hint = -1
 for _, key in ipairs({prefix .. 'delayed:' .. queue, leases}) do

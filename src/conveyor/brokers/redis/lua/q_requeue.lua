@@ -1,27 +1,26 @@
 --@include q_common
--- Make delivered messages ready again at once: their leases lapse now, so the next
--- receive redelivers them first. Uncounted, the group's delivery count is first set back
--- by one, so that redelivery does not count as an attempt.
--- ARGV: prefix, queue, uncounted (1/0), then per delivery: 'level/entry id', level,
---       entry id, token
+-- Make delivered messages ready again at once: their leases lapse now (token 0, which no
+-- receive hands out), so the next receive redelivers them first. Uncounted, the group's
+-- delivery count is first set back by one, so that redelivery is not an attempt.
+-- ARGV: prefix, queue, uncounted (1/0), the deliveries' lease members (see words)
 -- Returns per delivery 1 if requeued, 0 if its lease had lapsed.
 local prefix, queue, uncounted = ARGV[1], ARGV[2], ARGV[3] == '1'
-local now, out = now_ms(), {}
-for i = 4, #ARGV, 4 do
-    local member, level, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    local size = held(prefix, queue, member, ARGV[i + 3], now)
-    if size then
+local members = words(ARGV[4])
+local held, out = holding(prefix, queue, members, now_ms()), {}
+local leases = prefix .. 'leases:' .. queue
+for n, member in ipairs(members) do
+    out[n] = 0
+    if held[n] then
+        local level, id, _, size = parse_lease(member)
         if uncounted then
             local stream = stream_of(prefix, queue, level)
             local pending = redis.call('XPENDING', stream, GROUP, id, id, 1)
             redis.call('XCLAIM', stream, GROUP, GROUP, 0, id, 'RETRYCOUNT',
                 math.max(pending[1][4] - 1, 0), 'JUSTID')
         end
-        redis.call('ZADD', prefix .. 'leases:' .. queue, 0, member)
-        redis.call('HSET', prefix .. 'tokens:' .. queue, member, '0:' .. size)
-        table.insert(out, 1)
-    else
-        table.insert(out, 0)
+        redis.call('ZREM', leases, member)
+        redis.call('ZADD', leases, 0, level .. '/' .. id .. '/0/' .. size)
+        out[n] = 1
     end
 end
 wake(prefix, {[queue] = true})

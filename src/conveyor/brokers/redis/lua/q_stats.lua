@@ -24,7 +24,8 @@ for _, level in ipairs(redis.call('ZRANGE', prefix .. 'levels:' .. queue, 0, -1)
     end
 end
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 100)) do
-    older(string.match(member, '/(.+)$'))
+    local _, id = parse_lease(member)
+    older(id)
 end
 local counts = redis.call('HMGET', prefix .. 'counts:' .. queue, 'bytes', 'published',
     'delivered', 'acked', 'dead_lettered')
