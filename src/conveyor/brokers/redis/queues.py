@@ -241,7 +241,7 @@ class RedisQueues:
         fresh = False
         while True:
             known = await self._topology(fresh=fresh)
-            copies: list[bytes | str] = []
+            copies = _Copies()
             routed: list[int] = []
             dropped: dict[str, int] = {}
             for message in messages:
@@ -253,11 +253,11 @@ class RedisQueues:
                 flat = entries.fields(message, exchange)
                 for queue in targets:
                     level = _level(known.queues[queue], message.priority)
-                    copies += [queue, str(level), delay_ms, str(len(flat) // 2), *flat]
+                    copies.add(queue, level, delay_ms, flat)
                 routed.append(len(targets))
             if copies:
                 call = Call(scripts.QUEUE_PUBLISH, [self._keys.version], [
-                    self._running().prefix, known.version, *copies
+                    self._running().prefix, known.version, *copies.args()
                 ])  # fmt: skip
                 if await self._run(call) < 0:
                     fresh = True
@@ -358,10 +358,15 @@ class RedisQueues:
         if requeue:
             limit = spec.delivery_limit
             if limit is None or delivery.delivery_count < limit:
-                flat = entries.fields(delivery.message, "", deliveries=delivery.delivery_count)
+                flat = entries.fields(
+                    delivery.message,
+                    delivery.receipt.exchange,
+                    deliveries=delivery.delivery_count,
+                )
                 level = _level(spec, delivery.message.priority)
-                copy = [spec.name, str(level), str(round(delay * 1000)), str(len(flat) // 2)]
-                await self._replace(delivery, "", [*copy, *flat], strict=True)
+                copy = _Copies()
+                copy.add(spec.name, level, str(round(delay * 1000)), flat)
+                await self._replace(delivery, "", copy.args(), strict=True)
                 return
         await self._dead_letter(delivery, DeadLetterReason.REJECTED, strict=True)
 
@@ -396,7 +401,7 @@ class RedisQueues:
             known = await self._topology(fresh=fresh)
             spec = known.queue(delivery.queue)
             target_exchange = spec.dead_letter_exchange
-            copies: list[bytes | str] = []
+            copies = _Copies()
             if target_exchange is not None and target_exchange in known.exchanges:
                 message = delivery.message
                 routing_key = spec.dead_letter_routing_key
@@ -418,9 +423,11 @@ class RedisQueues:
                     if is_cycle(queue, headers):
                         continue
                     level = _level(known.queues[queue], copy.priority)
-                    copies += [queue, str(level), "0", str(len(flat) // 2), *flat]
+                    copies.add(queue, level, "0", flat)
             counter = "dead_lettered" if target_exchange is not None else ""
-            outcome = await self._replace(delivery, counter, copies, strict=strict, known=known)
+            outcome = await self._replace(
+                delivery, counter, copies.args(), strict=strict, known=known
+            )
             if outcome >= 0:
                 return
             fresh = True
@@ -495,6 +502,29 @@ class RedisQueues:
 
     async def _run(self, call: Call, *, raw: bool = False) -> Any:
         return await self._running().run(call, raw=raw)
+
+
+class _Copies:
+    """Copies of messages for a script to store, grouped by queue, priority level and delay
+    (each group's copies in the order added), as lua/q_common's ``enqueue_all`` takes them."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, int, str], list[list[bytes | str]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._groups)
+
+    def add(self, queue: str, level: int, delay_ms: str, flat: list[bytes | str]) -> None:
+        self._groups.setdefault((queue, level, delay_ms), []).append(flat)
+
+    def args(self) -> list[bytes | str]:
+        out: list[bytes | str] = []
+        for (queue, level, delay_ms), copies in self._groups.items():
+            out += [queue, str(level), delay_ms, str(len(copies))]
+            for flat in copies:
+                out.append(str(len(flat) // 2))
+                out += flat
+        return out
 
 
 _QUEUE_PARTS = ("levels", "leases", "delayed", "counts")

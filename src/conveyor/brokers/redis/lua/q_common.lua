@@ -34,6 +34,9 @@ local function parse_lease(member)
 end
 
 local function body_size(fields)
+    if fields[3] == 'body' then
+        return #fields[4]
+    end
     for j = 1, #fields, 2 do
         if fields[j] == 'body' then
             return #fields[j + 1]
@@ -105,18 +108,40 @@ local function enqueue(prefix, queue, level, now, delay, fields, published, woke
     end
 end
 
--- Copies given as: queue, level, delay ms, field count, fields... from ARGV[first] on.
+-- Copies given from ARGV[first] on, in groups: queue, level, delay ms, how many copies,
+-- then per copy its field count and fields. A copy's fields are passed to XADD straight
+-- from ARGV, with no table built for them.
 local function enqueue_all(prefix, first, now, published, woken)
     local i, stored = first, 0
     while i <= #ARGV do
-        local n = tonumber(ARGV[i + 3])
-        local fields = {}
-        for j = 1, 2 * n do
-            fields[j] = ARGV[i + 3 + j]
+        local queue, level, delay = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+        local copies = tonumber(ARGV[i + 3])
+        local stream = stream_of(prefix, queue, level)
+        if delay == 0 then
+            ensure_level(prefix, queue, level)
+            woken[queue] = true
         end
-        enqueue(prefix, ARGV[i], ARGV[i + 1], now, tonumber(ARGV[i + 2]), fields, published, woken)
-        i = i + 4 + 2 * n
-        stored = stored + 1
+        i = i + 4
+        local size = 0
+        for _ = 1, copies do
+            local last = i + 2 * tonumber(ARGV[i])
+            if ARGV[i + 3] == 'body' then
+                size = size + #ARGV[i + 4]
+            end
+            if delay > 0 then
+                local seq = redis.call('INCR', prefix .. 'seq')
+                redis.call('ZADD', prefix .. 'delayed:' .. queue, now + delay,
+                    cmsgpack.pack({seq, tonumber(level), {unpack(ARGV, i + 1, last)}}))
+            else
+                redis.call('XADD', stream, '*', unpack(ARGV, i + 1, last))
+            end
+            i = last + 1
+        end
+        count(queue, 'bytes', size)
+        if published then
+            count(queue, 'published', copies)
+        end
+        stored = stored + copies
     end
     return stored
 end
