@@ -26,11 +26,18 @@ async def test_ok_then_degraded_when_a_queue_grows_past_its_threshold(app: App) 
     broker = await app.abroker()
     await broker.declare_queue(QueueSpec("q"))
     await broker.publish_batch([Message(b"x", routing_key="q") for _ in range(3)])
-    assert await health(app, queue_depth=3) == (200, {"status": "ok", "reasons": []})
+    status, body = await health(app, queue_depth=3)
+    assert (status, body["status"], body["reasons"]) == (200, "ok", [])
     await broker.publish(Message(b"x", routing_key="q"))
     status, body = await health(app, queue_depth=3)
     assert (status, body["status"]) == (200, "degraded")
     assert body["reasons"] == ["queue 'q' has 4 ready messages (> 3)"]
+
+
+async def test_health_says_how_the_broker_keeps_what_it_confirms(app: App) -> None:
+    status, body = await health(app)
+    assert status == 200
+    assert body["persistence"].startswith("SQLite file in WAL mode, durability=normal: ")
 
 
 async def test_dead_letters_and_error_rate_degrade(app: App) -> None:
@@ -96,7 +103,8 @@ async def test_down_with_503_when_the_broker_cannot_be_opened(tmp_path: Path) ->
         assert reason.startswith("the broker cannot be reached: ")
         assert "conveyor.db is not a SQLite database" in reason
         path.unlink()  # the broker comes back: the next check opens it
-        assert await health(app) == (200, {"status": "ok", "reasons": []})
+        status, body = await health(app)
+        assert (status, body["status"], body["reasons"]) == (200, "ok", [])
     finally:
         await app.aclose()
         app.close()

@@ -125,6 +125,11 @@ class Broker(ABC):
         """
         return None
 
+    async def persistence(self) -> str | None:
+        """How the server keeps what it confirms, in words an operator reads (``/health``
+        shows it), or None where the backend has nothing to add."""
+        return None
+
     @abstractmethod
     async def connect(self) -> None:
         """Open connections and check the store is usable (for files: header and schema).

@@ -87,4 +87,10 @@ async def _error_rate_reasons(state: ServerState, limits: AlertThresholds) -> li
 )
 async def health(state: State) -> JSONResponse:
     status, reasons = await check(state)
-    return JSONResponse({"status": status, "reasons": reasons}, 503 if status == "down" else 200)
+    body: dict[str, object] = {"status": status, "reasons": reasons}
+    if status != "down":
+        try:
+            body["persistence"] = await (await state.broker()).persistence()
+        except ConveyorError as error:
+            body["persistence"] = f"unknown: {error}"
+    return JSONResponse(body, 503 if status == "down" else 200)

@@ -473,6 +473,17 @@ class EmbeddedBroker(StreamMethods, Broker):
             return []
         return await self._write(lambda c, t, ch: jobs.settle(c, t, settlements, now_ms(), ch))
 
+    async def persistence(self) -> str:
+        if self.private_store:
+            return "in memory: the store goes with the process"
+        promise = {
+            Durability.FSYNC: "every commit is synced to disk before it is confirmed",
+            Durability.NORMAL: "a confirmed write survives any process crash, not power loss",
+            Durability.MEMORY: "writes are left to the OS: a crash of the machine loses some",
+        }
+        durability = self.options.durability
+        return f"SQLite file in WAL mode, durability={durability.value}: {promise[durability]}"
+
     def results(self) -> EmbeddedResults:
         if self._results is None:
             self._results = EmbeddedResults(self)

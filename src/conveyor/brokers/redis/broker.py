@@ -17,6 +17,7 @@ import asyncio
 from typing import Any
 
 import redis.asyncio
+import redis.exceptions
 
 from conveyor.brokers.base import Broker
 from conveyor.brokers.capabilities import DECLARED
@@ -101,12 +102,40 @@ class RedisBroker(RedisQueues, Broker):
             async with asyncio.timeout(self.endpoint.options.connect_timeout):
                 await answer(connection.text.ping())
 
+    async def persistence(self) -> str:
+        """The server's AOF and snapshot settings, and what they mean for a confirmed write."""
+        client = self._running().text
+        with self.endpoint.errors():
+            try:
+                config = await answer(client.config_get("appendonly"))
+                config.update(await answer(client.config_get("appendfsync")))
+                config.update(await answer(client.config_get("save")))
+            except redis.exceptions.ResponseError:  # CONFIG renamed or refused
+                info = await answer(client.info("persistence"))
+                config = {"appendonly": "yes" if info.get("aof_enabled") else "no"}
+        return describe_persistence(config)
+
     def _running(self) -> RedisConnection:
         if self._connection is None:
             raise BrokerUnavailable(
                 f"the broker for {self.endpoint.shown} is not connected; call connect()"
             )
         return self._connection
+
+
+def describe_persistence(config: dict[str, str]) -> str:
+    if config.get("appendonly") == "yes":
+        fsync = config.get("appendfsync", "")
+        promise = {
+            "always": "every write is on disk before it is confirmed",
+            "everysec": "a crash of the server loses at most the last second of confirmed writes",
+            "no": "the OS writes when it likes: a crash loses what it had not written",
+        }.get(fsync, "see the server's appendfsync setting")
+        return f"appendonly yes, appendfsync {fsync or 'unknown'}: {promise}"
+    save = config.get("save", "")
+    if save:
+        return f"no AOF, RDB snapshots (save {save}): writes since the last snapshot can be lost"
+    return "nothing on disk (no AOF, no snapshots): a restart of the server loses everything"
 
 
 __all__ = ["RedisBroker", "RedisConnection"]
