@@ -55,6 +55,7 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             unavailable("redis-server is not on PATH")
+            return
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
              str(self.directory), "--appendonly", "yes", "--appendfsync", self.appendfsync,
