@@ -1,4 +1,8 @@
-"""``python -m bench SUITE [--quick] [--json PATH] [--repeat N]``: run a suite, print, save.
+"""``python -m bench SUITE [--quick] [--json PATH] [--repeat N] [--only PART,...]``: run a
+suite, print, save.
+
+``--only`` narrows a suite to some of its parts (``backends``: rabbitmq, kafka, redis;
+``tasks``: embedded, rabbitmq, redis), e.g. ``python -m bench backends --only redis``.
 
 With ``--repeat N`` the whole suite runs N times and every figure (and every ratio, taken
 within its own run) is reported as the median of the N runs, with the min-max spread.
@@ -8,6 +12,7 @@ Progress goes to stderr; the table goes to stdout.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -16,6 +21,7 @@ from typing import Any
 
 from bench import backends, http, queues, streams, tasks
 from bench.harness import (
+    ONLY_ENV,
     Figures,
     Suite,
     build_report,
@@ -48,15 +54,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="N",
         help="run the suite N times and report medians (default 1)",
     )
+    parser.add_argument(
+        "--only",
+        metavar="PART[,PART]",
+        help="run only these parts of the suite (backends: rabbitmq, kafka, redis; "
+        "tasks: embedded, rabbitmq, redis)",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.only is not None:
+        args.only = [part.strip() for part in args.only.split(",") if part.strip()]
+        known = SUITES[args.suite].parts
+        unknown = [part for part in args.only if part not in known]
+        if not args.only or unknown:
+            choices = ", ".join(known) if known else "none: it has no parts"
+            parser.error(f"--only for {args.suite}: choose from {choices}")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     suite = SUITES[args.suite]
+    if args.only:
+        os.environ[ONLY_ENV] = ",".join(args.only)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()
     runs: list[tuple[Figures, Figures]] = []
@@ -74,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elapsed_s=round(time.monotonic() - started, 1),
         source=source_state(),
         units=dict(suite.units),
+        only=args.only,
     )
     print(format_report(report, suite))
     if args.json:
@@ -136,7 +158,8 @@ def format_report(report: Mapping[str, Any], suite: Suite) -> str:
     runs = report["runs"]
     units = suite.units
     lines = [
-        f"suite {report['suite']}{' (quick)' if report.get('quick') else ''}: "
+        f"suite {report['suite']}{' (quick)' if report.get('quick') else ''}"
+        f"{' (only ' + ', '.join(report['only']) + ')' if report.get('only') else ''}: "
         f"median of {report['repeat']} run(s)",
         f"machine: {info['cpu_model']}, {info['cores']} cores, {info['python']}, "
         f"SQLite {info['sqlite']}, {info['kernel']}",

@@ -1,5 +1,5 @@
-"""The ``backends`` suite: Conveyor's RabbitMQ and Kafka backends beside the clients they are
-built on (aio-pika, confluent-kafka) doing the same work.
+"""The ``backends`` suite: Conveyor's RabbitMQ, Kafka and Redis backends beside the clients
+they are built on (aio-pika, confluent-kafka, redis-py) doing the same work.
 
 The question is what Conveyor's layer costs on top of the client it is built on, so each
 Conveyor figure has a raw twin measured in the same run, on the same server.
@@ -28,6 +28,25 @@ end), against a plain confluent-kafka client with the settings Conveyor's backen
   topic with an async no-op handler, timed from the first record handled to the last; the
   group join before it is a figure of its own. It has no raw twin.
 
+Redis (127.0.0.1:6379, database 0), against redis-py's asyncio client (the one Conveyor's
+backend uses), with a key prefix of the run's own (``conveyor-bench-backends-<token>:``)
+whose keys are all deleted at the end. Conveyor's backend stores a message as one entry
+of the stream ``{prefix}queue:{name}`` (a Lua script per batch that also counts and
+publishes a wake-up), and a delivery as a pending entry of the group ``conveyor`` with a
+lease and a token beside it. The raw twins do the stream work alone:
+
+- publish: 100-byte messages in batches of 100 (Conveyor's ``publish_batch``, which returns
+  once the batch is stored; the raw twin one pipeline of 100 ``XADD`` of the fields
+  Conveyor stores for such a message: id, body, routing_key, exchange, priority,
+  timestamp; headers as JSON and content_type would be fields too, were they set).
+- consume: draining a pre-filled queue (Conveyor's ``receive(max_messages=100)`` +
+  ``ack_many``; the raw twin ``XREADGROUP COUNT 100`` on the group, then one pipeline of
+  ``XACK`` and ``XDEL`` of the ids read). Each side fills its own queue, untimed.
+
+Without Conveyor's redis:// backend (it fails a first publish-receive-ack round trip, or
+a timed round), the raw twins are still measured and Conveyor's figures are skipped with
+one line saying why.
+
 Each side of a pair is measured in rounds in mirrored order (raw, Conveyor, Conveyor,
 raw, ...), so that the server's drift during a run falls on both sides alike. Every round
 gets a fresh queue or topic whose name holds a random token, and deletes it afterwards, so
@@ -54,7 +73,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from bench.harness import Figures, Stopwatch, Suite, Target, per_second, progress, units_of
+from bench.harness import (
+    Figures,
+    Stopwatch,
+    Suite,
+    Target,
+    per_second,
+    progress,
+    selected,
+    units_of,
+)
 from bench.kafka_clients import local_broker, tansu_binary
 from conveyor import App, Broker, Message, QueueSpec, Record, open_broker
 from conveyor.brokers.stream_types import ProducerRecord, TopicSpec
@@ -63,6 +91,7 @@ from conveyor.worker.consume import Worker
 
 if TYPE_CHECKING:
     import aio_pika
+    import redis.asyncio
     from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 HOST = "127.0.0.1"
@@ -89,6 +118,10 @@ missing."""
 KAFKA_POLL_RECORDS = 500
 """Records per poll on both Kafka consumers: the default ``max_poll_records`` of
 Conveyor's group consumer, and the raw consumer's ``consume(500)``."""
+REDIS_PORT = 6379
+REDIS_URL = f"redis://{HOST}:{REDIS_PORT}/0"
+REDIS_GROUP = "conveyor"
+"""The consumer group (and consumer name) of Conveyor's Redis queues, read by both sides."""
 SUBSCRIBER_WAIT_S = 60.0
 """How long the subscriber round may take to join its group and handle the first record
 (Tansu forms a group 3 s after the first member asks; a loaded machine takes longer)."""
@@ -105,6 +138,8 @@ class Sizes:
     """300,000 records a round at full size: more than librdkafka holds before it stops
     fetching (queued.min.messages, 100,000), as a backlog would be."""
     kafka_subscriber: int
+    redis_publish: int
+    redis_consume: int
 
 
 FULL = Sizes(
@@ -113,6 +148,8 @@ FULL = Sizes(
     kafka_produce=100_000,
     kafka_consume=1_200_000,
     kafka_subscriber=200_000,
+    redis_publish=200_000,
+    redis_consume=200_000,
 )
 QUICK = Sizes(
     publish=10_000,
@@ -120,6 +157,8 @@ QUICK = Sizes(
     kafka_produce=10_000,
     kafka_consume=40_000,
     kafka_subscriber=20_000,
+    redis_publish=20_000,
+    redis_consume=20_000,
 )
 
 # name -> (unit, what it measures); the order is the order of the printed table
@@ -173,12 +212,30 @@ FIGURES: dict[str, tuple[str, str]] = {
         "s",
         "Worker start to the subscriber's first record handled (mostly the group join)",
     ),
+    "redis_raw_publish_per_s": (
+        "msg/s",
+        f"redis-py: a pipeline of {BATCH} XADD of a message's fields to the queue's stream",
+    ),
+    "redis_publish_per_s": (
+        "msg/s",
+        f"publish_batch of {BATCH} messages of {BODY_SIZE} bytes, each batch stored",
+    ),
+    "redis_raw_consume_per_s": (
+        "msg/s",
+        f"redis-py: XREADGROUP COUNT {BATCH}, then a pipeline of XACK + XDEL, until drained",
+    ),
+    "redis_consume_per_s": (
+        "msg/s",
+        f"receive(max_messages={BATCH}) + ack_many until a pre-filled queue is drained",
+    ),
 }
 RATIOS: dict[str, tuple[str, str]] = {
     "rabbitmq_publish_vs_raw": ("x", "rabbitmq_publish_per_s / rabbitmq_raw_publish_per_s"),
     "rabbitmq_consume_vs_raw": ("x", "rabbitmq_consume_per_s / rabbitmq_raw_consume_per_s"),
     "kafka_produce_vs_raw": ("x", "kafka_produce_per_s / kafka_raw_produce_per_s"),
     "kafka_consume_vs_raw": ("x", "kafka_consume_per_s / kafka_raw_consume_per_s"),
+    "redis_publish_vs_raw": ("x", "redis_publish_per_s / redis_raw_publish_per_s"),
+    "redis_consume_vs_raw": ("x", "redis_consume_per_s / redis_raw_consume_per_s"),
 }
 
 TARGETS = (
@@ -186,6 +243,8 @@ TARGETS = (
     Target("RabbitMQ consume >= 80% of raw aio-pika", "rabbitmq_consume_vs_raw", ">=", 0.8),
     Target("Kafka produce >= 80% of raw confluent-kafka", "kafka_produce_vs_raw", ">=", 0.8),
     Target("Kafka consume >= 80% of raw confluent-kafka", "kafka_consume_vs_raw", ">=", 0.8),
+    Target("Redis publish >= 80% of raw redis-py", "redis_publish_vs_raw", ">=", 0.8),
+    Target("Redis consume >= 80% of raw redis-py", "redis_consume_vs_raw", ">=", 0.8),
 )
 
 
@@ -207,16 +266,19 @@ class Unreachable(SystemExit):
 
 
 Part = Callable[[Sizes, str], Figures]
+PARTS = ("rabbitmq", "kafka", "redis")
+"""The parts of the suite, in the order they run (``--only`` picks some)."""
 
 
 def run(quick: bool) -> Figures:
     """Measure every figure once. A part whose server or client is missing is skipped with
-    one line saying why; with neither part able to run, the suite exits with both lines."""
+    one line saying why; with no part able to run, the suite exits with their lines."""
     sizes = QUICK if quick else FULL
     token = secrets.token_hex(4)
     measured: Figures = {}
     skipped: list[str] = []
-    for part in (rabbitmq_part, kafka_part):
+    parts: dict[str, Part] = {"rabbitmq": rabbitmq_part, "kafka": kafka_part, "redis": redis_part}
+    for part in (parts[name] for name in PARTS if selected(name)):
         try:
             measured.update(part(sizes, token))
         except Unreachable as exc:
@@ -908,11 +970,305 @@ async def subscriber_round(address: str, topic: str, count: int) -> tuple[float,
     return handled.first - started, handled.last - handled.first
 
 
+# Redis: Conveyor's redis:// backend beside plain redis-py doing the same stream work
+
+
+class ConveyorFailed(Exception):
+    """Conveyor's side of a Redis pair failed (the backend is missing or broken): the raw
+    twins still run, Conveyor's figures are skipped."""
+
+
+def redis_part(sizes: Sizes, token: str) -> Figures:
+    """The Redis figures; ``Unreachable`` if redis-py or the server is missing."""
+    return asyncio.run(measure_redis(sizes, token))
+
+
+def redis_prefix(token: str) -> str:
+    """The key prefix of this run: every key either side makes starts with it."""
+    return f"conveyor-bench-backends-{token}:"
+
+
+def redis_broker_url(prefix: str) -> str:
+    return f"{REDIS_URL}?prefix={prefix}"
+
+
+def stream_key(prefix: str, queue: str) -> str:
+    """Where Conveyor's backend keeps a queue's messages of priority 0 (q_common.lua)."""
+    return f"{prefix}queue:{queue}"
+
+
+async def measure_redis(sizes: Sizes, token: str) -> Figures:
+    """Both pairs in mirrored rounds; with Conveyor's backend failing, the raw twins alone.
+
+    Every key of the run's prefix is deleted at the end, however the part ends.
+    """
+    await check_redis_reachable()
+    prefix = redis_prefix(token)
+    results: Figures = {}
+    try:
+        failure = await conveyor_redis_fails(prefix, token)
+        pairs: tuple[tuple[str, str, RedisTimed, RedisTimed, int], ...] = (
+            ("redis_raw_publish_per_s", "redis_publish_per_s", raw_redis_publish,
+             conveyor_redis_publish, sizes.redis_publish),
+            ("redis_raw_consume_per_s", "redis_consume_per_s", raw_redis_consume,
+             conveyor_redis_consume, sizes.redis_consume),
+        )  # fmt: skip
+        for raw_figure, figure, raw, conveyor, count in pairs:
+            raw_timed = functools.partial(raw, prefix)
+            if failure is None:
+                try:
+                    results.update(
+                        await measure_pair(
+                            token,
+                            (raw_figure, raw_timed),
+                            (figure, conveyor_side(functools.partial(conveyor, prefix))),
+                            count,
+                        )
+                    )
+                    continue
+                except ConveyorFailed as exc:
+                    failure = str(exc)
+            results.update(await measure_rounds(token, raw_figure, raw_timed, count))
+        if failure is not None:
+            progress(redis_skip_line(failure))
+    finally:
+        await delete_redis_prefix(prefix)
+    return results
+
+
+def redis_skip_line(failure: str) -> str:
+    """The one line telling that Conveyor's Redis figures were skipped, and why."""
+    return (
+        f"backends: Conveyor's redis:// backend failed ({failure}); redis_publish_per_s, "
+        "redis_consume_per_s and their ratios are skipped (the raw twins were measured)"
+    )
+
+
+RedisTimed = Callable[[str, str, int], Awaitable[float]]
+"""A Redis measurement: (key prefix, queue name, messages) -> seconds the timed part took."""
+
+
+def conveyor_side(timed: Timed) -> Timed:
+    """``timed`` with any failure turned into ``ConveyorFailed``, told on one line."""
+
+    async def run(name: str, count: int) -> float:
+        try:
+            return await timed(name, count)
+        except Exception as exc:
+            raise ConveyorFailed(describe(exc)) from exc
+
+    return run
+
+
+def raw_redis_client() -> redis.asyncio.Redis:
+    """redis-py's asyncio client, bytes out, as Conveyor's backend reads stream entries."""
+    import redis.asyncio
+
+    client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+        REDIS_URL, socket_connect_timeout=CONNECT_TIMEOUT_S
+    )
+    return client
+
+
+async def check_redis_reachable() -> None:
+    """Raise ``Unreachable`` unless redis-py is installed and the server answers PING."""
+    try:
+        client = raw_redis_client()
+    except ImportError as exc:
+        raise Unreachable(f"redis-py is not installed ({describe(exc)})") from None
+    try:
+        await client.ping()
+    except Exception as exc:
+        raise Unreachable(f"Redis is not reachable at {REDIS_URL} ({describe(exc)})") from None
+    finally:
+        await client.aclose()
+
+
+async def conveyor_redis_fails(prefix: str, token: str) -> str | None:
+    """Why Conveyor's redis:// backend cannot do what the figures need (declare, publish,
+    receive, ack, delete a queue), on one line; None when it can."""
+    name = queue_name(token, "redis-probe")
+    try:
+        broker = await conveyor_redis_queue(prefix, name)
+        try:
+            await broker.publish_batch([conveyor_message(name)])
+            deliveries = await broker.receive(name, max_messages=BATCH, wait=RECEIVE_WAIT_S)
+            await broker.ack_many(deliveries)
+            if len(deliveries) != 1 or deliveries[0].message.body != BODY:
+                return f"a probe message came back as {len(deliveries)} deliveries"
+        finally:
+            await delete_quietly(broker, name)
+    except Exception as exc:
+        return describe(exc)
+    return None
+
+
+async def conveyor_redis_queue(prefix: str, name: str) -> Broker:
+    """A connected redis:// broker with the queue ``name`` declared (no options)."""
+    broker = open_broker(redis_broker_url(prefix))
+    await broker.connect()
+    try:
+        await broker.declare_queue(QueueSpec(name))
+    except BaseException:
+        await broker.close()
+        raise
+    return broker
+
+
+async def check_redis_ready(broker: Broker, name: str, expected: int, routed: int) -> None:
+    """Conveyor's publisher did the whole job: every message routed and ready."""
+    if routed != expected:
+        raise RuntimeError(f"{name}: {routed:,} messages routed, expected {expected:,}")
+    ready = (await broker.queue_stats(name)).ready
+    if ready != expected:
+        raise RuntimeError(f"{name}: {ready:,} messages ready, expected {expected:,}")
+
+
+async def conveyor_redis_publish(prefix: str, name: str, count: int) -> float:
+    """``publish_batch`` of 100 fresh messages at a time; each call returns once stored."""
+    broker = await conveyor_redis_queue(prefix, name)
+    try:
+        routed = 0
+        with Stopwatch() as watch:
+            for _ in range(count // BATCH):
+                reached = await broker.publish_batch([conveyor_message(name) for _ in range(BATCH)])
+                routed += sum(reached)
+        await check_redis_ready(broker, name, count // BATCH * BATCH, routed)
+    finally:
+        await delete_quietly(broker, name)
+    return watch.seconds
+
+
+async def conveyor_redis_consume(prefix: str, name: str, count: int) -> float:
+    """``receive(max_messages=100)`` then ``ack_many`` of what came, until ``count`` came;
+    the queue filled by ``publish_batch`` beforehand, untimed."""
+    broker = await conveyor_redis_queue(prefix, name)
+    try:
+        routed = 0
+        for done in range(0, count, BATCH):
+            size = min(BATCH, count - done)
+            routed += sum(await broker.publish_batch([conveyor_message(name)] * size))
+        await check_redis_ready(broker, name, count, routed)
+        received = 0
+        with Stopwatch() as watch:
+            while received < count:
+                deliveries = await broker.receive(name, max_messages=BATCH, wait=RECEIVE_WAIT_S)
+                if not deliveries:
+                    raise RuntimeError(f"{name}: nothing for {RECEIVE_WAIT_S:g} s at {received:,}")
+                await broker.ack_many(deliveries)
+                received += len(deliveries)
+        if received != count:
+            raise RuntimeError(f"{name}: received {received:,} messages, expected {count:,}")
+        left = await broker.queue_stats(name)
+        if left.ready or left.unacked:
+            raise RuntimeError(f"{name}: {left.ready} ready and {left.unacked} unacked after")
+    finally:
+        await delete_quietly(broker, name)
+    return watch.seconds
+
+
+def raw_entry(queue: str) -> dict[str, str | bytes]:
+    """The fields Conveyor's backend stores for a ``Message(BODY, routing_key=queue)``
+    (``conveyor.brokers.redis.entries.fields``): a fresh id and timestamp each. Headers (as
+    JSON) and a content type are fields only when set, and this message has neither."""
+    return {
+        "id": new_message_id(),
+        "body": BODY,
+        "routing_key": queue,
+        "exchange": "",
+        "priority": "0",
+        "timestamp": repr(time.time()),
+    }
+
+
+async def raw_redis_stream(client: redis.asyncio.Redis, prefix: str, name: str) -> str:
+    """The queue's stream with the group on it (what declare_queue makes), untimed."""
+    key = stream_key(prefix, name)
+    await client.xgroup_create(key, REDIS_GROUP, id="0", mkstream=True)
+    return key
+
+
+async def raw_xadd_batches(client: redis.asyncio.Redis, key: str, name: str, count: int) -> None:
+    """``count`` messages, one pipeline of ``XADD`` per 100 (no MULTI: one round trip)."""
+    for done in range(0, count, BATCH):
+        pipe = client.pipeline(transaction=False)
+        for _ in range(min(BATCH, count - done)):
+            pipe.xadd(key, raw_entry(name))  # type: ignore[arg-type]
+        await pipe.execute()
+
+
+async def check_stream_length(client: redis.asyncio.Redis, key: str, expected: int) -> None:
+    length = await client.xlen(key)
+    if length != expected:
+        raise RuntimeError(f"{key}: {length:,} entries, expected {expected:,}")
+
+
+async def raw_redis_publish(prefix: str, name: str, count: int) -> float:
+    """A pipeline of 100 ``XADD`` of a message's fields; repeat."""
+    client = raw_redis_client()
+    try:
+        key = await raw_redis_stream(client, prefix, name)
+        try:
+            with Stopwatch() as watch:
+                await raw_xadd_batches(client, key, name, count // BATCH * BATCH)
+            await check_stream_length(client, key, count // BATCH * BATCH)
+        finally:
+            await client.delete(key)
+    finally:
+        await client.aclose()
+    return watch.seconds
+
+
+async def raw_redis_consume(prefix: str, name: str, count: int) -> float:
+    """``XREADGROUP COUNT 100`` on the group, then one pipeline of ``XACK`` and ``XDEL``
+    of the ids read, until ``count`` came; the stream filled by ``XADD`` beforehand."""
+    client = raw_redis_client()
+    try:
+        key = await raw_redis_stream(client, prefix, name)
+        try:
+            await raw_xadd_batches(client, key, name, count)
+            await check_stream_length(client, key, count)
+            received = 0
+            with Stopwatch() as watch:
+                while received < count:
+                    read = await client.xreadgroup(REDIS_GROUP, REDIS_GROUP, {key: ">"}, BATCH)
+                    if not read:
+                        raise RuntimeError(f"{key}: nothing to read at {received:,}")
+                    ids = [entry_id for entry_id, _ in read[0][1]]
+                    pipe = client.pipeline(transaction=False)
+                    pipe.xack(key, REDIS_GROUP, *ids)
+                    pipe.xdel(key, *ids)
+                    acked, deleted = await pipe.execute()
+                    if acked != len(ids) or deleted != len(ids):
+                        raise RuntimeError(f"{key}: {acked} acked, {deleted} deleted of {len(ids)}")
+                    received += len(ids)
+            await check_stream_length(client, key, 0)
+        finally:
+            await client.delete(key)
+    finally:
+        await client.aclose()
+    return watch.seconds
+
+
+async def delete_redis_prefix(prefix: str) -> int:
+    """Delete every key starting with ``prefix`` (both sides' queues, Conveyor's counters
+    and topology); how many there were."""
+    client = raw_redis_client()
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.delete(*keys[start : start + 1000])
+        return len(keys)
+    finally:
+        await client.aclose()
+
+
 SUITE = Suite(
     name="backends",
-    description="Conveyor's RabbitMQ and Kafka backends beside the raw clients they use",
+    description="Conveyor's RabbitMQ, Kafka and Redis backends beside the raw clients they use",
     run=run,
     ratios=ratios,
     targets=TARGETS,
     units=units_of(FIGURES, RATIOS),
+    parts=PARTS,
 )

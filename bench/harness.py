@@ -148,6 +148,7 @@ class Suite:
 
     ``run(quick)`` measures once and returns raw figures; ``ratios`` derives comparisons
     from the figures of that same run (so both sides of a ratio share the machine's mood).
+    ``parts`` names the parts a run can be narrowed to (``--only``, see ``selected``).
     """
 
     name: str
@@ -156,6 +157,23 @@ class Suite:
     ratios: Callable[[Mapping[str, float]], Figures]
     targets: Sequence[Target] = ()
     units: Mapping[str, str] = field(default_factory=dict)
+    parts: Sequence[str] = ()
+
+
+ONLY_ENV = "CONVEYOR_BENCH_ONLY"
+"""Comma-separated parts of a suite to run (``python -m bench SUITE --only redis`` sets
+it); unset or empty, every part runs."""
+
+
+def only_parts() -> frozenset[str]:
+    """The parts ``CONVEYOR_BENCH_ONLY`` names; empty when it names none (run them all)."""
+    return frozenset(filter(None, (p.strip() for p in os.environ.get(ONLY_ENV, "").split(","))))
+
+
+def selected(part: str) -> bool:
+    """Whether this run measures ``part``: every part unless ``--only`` named others."""
+    only = only_parts()
+    return not only or part in only
 
 
 def units_of(*tables: Mapping[str, tuple[str, str]]) -> dict[str, str]:

@@ -21,6 +21,18 @@ are unique per run and deleted afterwards; its clock ends at the last job's outc
 every record has finished (``wait_rabbitmq_drained``).
 Beside it, ``rabbitmq_raw_consume_per_s`` is aio-pika alone consuming and acking as many
 messages in one process: what the AMQP client costs before any task layer runs.
+
+``redis_e2e_per_s`` is the same drain again, two worker processes as the Redis peers run,
+on the local Redis (database 0) as both broker and job store:
+``redis://127.0.0.1:6379/0?prefix=conveyor-bench-<token>:``, every key of that prefix
+deleted afterwards; the clock ends as ``rabbitmq_e2e_per_s``'s does, at the last job's
+outcome. It is compared with the fastest of the peers on the same Redis in the same run
+(Dramatiq, Huey, RQ, arq; ``redis_e2e_vs_fastest_peer``). While Conveyor's redis:// broker
+cannot run it, the figure is skipped with one line saying why, and the peers still run.
+
+``python -m bench tasks --only PART[,PART]`` runs some of the parts: ``embedded`` (every
+figure on the embedded broker, with every peer), ``rabbitmq`` and ``redis`` (each with
+the peers on that server).
 """
 
 from __future__ import annotations
@@ -42,7 +54,7 @@ from pathlib import Path
 from typing import cast
 
 from bench import tasks_app
-from bench.backends import raw_consume
+from bench.backends import describe, raw_consume
 from bench.harness import (
     DRAIN_POLL_S,
     ROOT,
@@ -55,6 +67,7 @@ from bench.harness import (
     percentile,
     progress,
     run_child,
+    selected,
     terminating,
     units_of,
 )
@@ -83,6 +96,13 @@ RABBITMQ_PROCESSES = 2
 """Worker processes for ``rabbitmq_e2e_per_s``, as many as the Celery peer runs: on
 RabbitMQ one process is bound by the AMQP client's frame decoding (see
 ``rabbitmq_raw_consume_per_s``), where the embedded engine's one process is not."""
+REDIS_PROCESSES = 2
+"""Worker processes for ``redis_e2e_per_s``: as many as each Redis peer runs (Huey, RQ and
+arq two workers, Dramatiq a process per core on this two-core machine)."""
+REDIS_BROKER_URL = "redis://127.0.0.1:6379/0"
+"""The server the Redis peers use (they keep to database 15); Conveyor's keys go to 0."""
+PARTS = ("embedded", "rabbitmq", "redis")
+"""The parts ``--only`` can pick; the peers run with the parts on their server."""
 
 LATENCY_WARMUP = 20  # samples discarded: first connections, first wake-ups
 LATENCY_GAP_S = (0.005, 0.010)  # idle time before each latency enqueue, drawn uniformly
@@ -101,6 +121,7 @@ class Sizes:
     peer: int
     slow_peer: int
     rabbitmq_e2e: int
+    redis_e2e: int
 
 
 FULL = Sizes(
@@ -112,6 +133,7 @@ FULL = Sizes(
     peer=20_000,
     slow_peer=3_000,
     rabbitmq_e2e=50_000,
+    redis_e2e=50_000,
 )
 QUICK = Sizes(
     e2e=10_000,
@@ -122,6 +144,7 @@ QUICK = Sizes(
     peer=2_000,
     slow_peer=1_000,
     rabbitmq_e2e=5_000,
+    redis_e2e=5_000,
 )
 
 # name -> (unit, what it measures); the order is the order of the printed table
@@ -154,6 +177,10 @@ FIGURES: dict[str, tuple[str, str]] = {
     "rabbitmq_raw_consume_per_s": (
         "msg/s",
         "aio-pika alone, one process: consume the same N messages with prefetch 100, ack each",
+    ),
+    "redis_e2e_per_s": (
+        "tasks/s",
+        "drain N sync no-ops with two worker processes on Redis, job records in the same Redis",
     ),
     **{
         name: (unit, f"{peer.configuration}: {what}")
@@ -196,6 +223,10 @@ RATIOS: dict[str, tuple[str, str]] = {
         "x",
         "rabbitmq_e2e_per_s / rabbitmq_raw_consume_per_s: the task layer's share of the client",
     ),
+    "redis_e2e_vs_fastest_peer": (
+        "x",
+        "redis_e2e_per_s / the largest peer_*_e2e_per_s of the peers on Redis",
+    ),
 }
 
 TARGETS = (
@@ -225,6 +256,14 @@ RABBITMQ_TARGETS = (
     ),
 )
 """Apart from ``TARGETS``, which judge the embedded broker; the suite judges both."""
+REDIS_TARGETS = (
+    Target(
+        "end to end on Redis >= 3x the fastest Redis peer",
+        "redis_e2e_vs_fastest_peer",
+        ">=",
+        3.0,
+    ),
+)
 
 
 def fastest_peer(results: Mapping[str, float], suffix: str) -> float | None:
@@ -261,17 +300,25 @@ def ratios(results: Mapping[str, float]) -> Figures:
         found["rabbitmq_e2e_vs_raw_consume"] = (
             results["rabbitmq_e2e_per_s"] / results["rabbitmq_raw_consume_per_s"]
         )
+    best_on_redis = fastest_peer_on(results, "redis")
+    if "redis_e2e_per_s" in results and best_on_redis:
+        found["redis_e2e_vs_fastest_peer"] = results["redis_e2e_per_s"] / best_on_redis
     return found
+
+
+def fastest_peer_on(results: Mapping[str, float], backend: str) -> float | None:
+    """The largest e2e figure of the peers on ``backend``, or None when none was measured."""
+    values = [
+        results[name]
+        for peer in PEERS
+        if peer.backend == backend and (name := f"peer_{peer.name}_e2e_per_s") in results
+    ]
+    return max(values) if values else None
 
 
 def fastest_rabbitmq_peer(results: Mapping[str, float]) -> float | None:
     """The largest e2e figure of the peers on RabbitMQ, or None when none was measured."""
-    values = [
-        results[name]
-        for peer in PEERS
-        if peer.backend == "rabbitmq" and (name := f"peer_{peer.name}_e2e_per_s") in results
-    ]
-    return max(values) if values else None
+    return fastest_peer_on(results, "rabbitmq")
 
 
 def peak_rss_mb(status: str) -> float | None:
@@ -299,6 +346,28 @@ def broker_url(path: Path) -> str:
 
 
 def measure(directory: Path, sizes: Sizes) -> Figures:
+    """The parts ``--only`` selects (all by default), then the peers on their servers."""
+    results: Figures = {}
+    if selected("embedded"):
+        results.update(measure_embedded(directory, sizes))
+    if selected("rabbitmq"):
+        results.update(measure_rabbitmq(directory / "rabbitmq", sizes))
+    if selected("redis"):
+        results.update(measure_redis(directory / "redis", sizes))
+    results.update(measure_peers(directory / "peers", sizes, peer_backends()))
+    return results
+
+
+def peer_backends() -> frozenset[str]:
+    """The servers whose peers this run measures: every one beside the embedded figures
+    (they are compared with every peer), else those of the selected parts."""
+    if selected("embedded"):
+        return frozenset(peer.backend for peer in PEERS)
+    return frozenset(part for part in PARTS if selected(part))
+
+
+def measure_embedded(directory: Path, sizes: Sizes) -> Figures:
+    """Every figure on the embedded broker: enqueueing, the drains, the latencies."""
     results: Figures = {}
 
     progress(f"enqueue: {sizes.enqueue_single:,} task.delay() calls, sync")
@@ -336,9 +405,6 @@ def measure(directory: Path, sizes: Sizes) -> Figures:
     results["latency_p50_ms"] = percentile(busy, 50)
     results["latency_p99_ms"] = percentile(busy, 99)
     results["latency_after_idle_p50_ms"] = percentile(idle, 50)
-
-    results.update(measure_rabbitmq(directory / "rabbitmq", sizes))
-    results.update(measure_peers(directory / "peers", sizes))
     return results
 
 
@@ -465,10 +531,15 @@ def worker_command(concurrency: int, prefetch: int) -> list[str]:
     )  # fmt: skip
 
 
-def start_worker(url: str, concurrency: int, prefetch: int) -> subprocess.Popen[str]:
+def start_worker(
+    url: str, concurrency: int, prefetch: int, processes: int = 1
+) -> subprocess.Popen[str]:
     env = {**os.environ, tasks_app.URL_ENV: url}
+    command = worker_command(concurrency, prefetch)
+    if processes > 1:
+        command += ["--processes", str(processes)]
     return subprocess.Popen(
-        worker_command(concurrency, prefetch),
+        command,
         cwd=ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -672,7 +743,7 @@ def start_rabbitmq_worker(
 
 
 def wait_rabbitmq_drained(
-    worker: subprocess.Popen[str], prefix: str, count: int, timeout: float
+    worker: subprocess.Popen[str], prefix: str, count: int, timeout: float, url: str = REDIS_URL
 ) -> float:
     """Every 10 ms until every task has finished: then the time.time() of the last outcome.
 
@@ -685,30 +756,107 @@ def wait_rabbitmq_drained(
 
     keys = Keys(prefix)
     deadline = time.monotonic() + timeout
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(url)
     try:
         while True:
             if worker.poll() is not None:
-                raise RuntimeError(f"the RabbitMQ worker exited with {worker.returncode}")
+                raise RuntimeError(f"the worker exited with {worker.returncode}")
             if cast("int", client.zcard(keys.expiring)) >= count + 2:
                 latest = cast(
                     "list[tuple[bytes, float]]", client.zrevrange(keys.jobs, 0, 0, withscores=True)
                 )
                 return latest[0][1]
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the RabbitMQ worker did not finish within {timeout:.0f} s")
+                raise RuntimeError(f"the worker did not finish within {timeout:.0f} s")
             time.sleep(DRAIN_POLL_S)
     finally:
         client.close()
 
 
+# end to end on Redis
+
+
+def measure_redis(directory: Path, sizes: Sizes) -> Figures:
+    """``redis_e2e_per_s``, or nothing with a note when Redis is not here or Conveyor's
+    redis:// backend cannot run the drain (the peers run either way)."""
+    if not server_listening("127.0.0.1", REDIS_PORT):
+        progress(f"redis e2e: skipped, nothing listens on 127.0.0.1:{REDIS_PORT} (Redis)")
+        return {}
+    config = (
+        f"--concurrency {WORKER_CONCURRENCY} --prefetch {WORKER_PREFETCH} "
+        f"--processes {REDIS_PROCESSES}"
+    )
+    progress(f"redis e2e: {sizes.redis_e2e:,} sync no-op tasks ({config})")
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        per_s = drain_redis(directory, tasks_app.NOOP, sizes.redis_e2e)
+    except Exception as exc:
+        progress(redis_skip_line(describe(exc)))
+        return {}
+    progress(f"redis e2e: {per_s:,.0f} tasks/s")
+    return {"redis_e2e_per_s": per_s}
+
+
+def redis_skip_line(reason: str) -> str:
+    return f"redis e2e: skipped, Conveyor's redis:// backend failed the drain ({reason})"
+
+
+def redis_app_url(prefix: str) -> str:
+    """The App's broker (and, being Redis, its job store) on this run's key prefix."""
+    return f"{REDIS_BROKER_URL}?prefix={prefix}"
+
+
+def drain_redis(
+    directory: Path,
+    task: str,
+    count: int,
+    concurrency: int = WORKER_CONCURRENCY,
+    prefetch: int = WORKER_PREFETCH,
+) -> float:
+    """Tasks per second of two worker processes draining ``count`` calls of ``task`` on
+    Redis: the fill of ``drain``, from the begin marker to the last outcome (the rule of
+    ``wait_rabbitmq_drained``: with two processes the queue can look empty while the other
+    still runs prefetched jobs). The key prefix holds a random token; its keys are deleted
+    afterwards however the drain ends."""
+    token = secrets.token_hex(4)
+    prefix = f"conveyor-bench-{token}:"
+    url = redis_app_url(prefix)
+    app = tasks_app.build(url)
+    begin, end = directory / f"redis-{token}.begin", directory / f"redis-{token}.end"
+    try:
+        asyncio.run(fill(app, task, count, begin, end))
+        worker = start_worker(url, concurrency, prefetch, REDIS_PROCESSES)
+        with terminating(worker, grace=30):
+            done = wait_rabbitmq_drained(
+                worker, prefix, count, timeout=120 + count / 500, url=REDIS_BROKER_URL
+            )
+            worker.terminate()
+            worker.wait(30)
+        try:
+            dead = app.call_sync(
+                lambda broker: broker.queue_stats(dead_letter_queue(tasks_app.QUEUE))
+            ).depth
+        finally:
+            app.close()
+        if dead:
+            raise RuntimeError(f"{dead} Redis jobs were dead-lettered")
+    finally:
+        delete_redis_keys(prefix, url=REDIS_BROKER_URL)
+    return per_second(count, done - float(begin.read_text()))
+
+
 # peers
 
 
-def measure_peers(directory: Path, sizes: Sizes) -> Figures:
-    """Each peer with a server and its library, in a child process; skipped with a note."""
+def measure_peers(
+    directory: Path, sizes: Sizes, backends: frozenset[str] = frozenset(("redis", "rabbitmq"))
+) -> Figures:
+    """Each peer on one of ``backends`` with a server and its library, in a child process;
+    skipped with a note."""
     results: Figures = {}
     for peer in PEERS:
+        if peer.backend not in backends:
+            continue
         if (reason := peer_missing(peer)) is not None:
             progress(f"peer {peer.name}: skipped, {reason}")
             continue
@@ -762,8 +910,9 @@ SUITE = Suite(
     description="Conveyor's task layer end to end on the embedded broker, beside the peers",
     run=run,
     ratios=ratios,
-    targets=(*TARGETS, *RABBITMQ_TARGETS),
+    targets=(*TARGETS, *RABBITMQ_TARGETS, *REDIS_TARGETS),
     units=units_of(FIGURES, RATIOS),
+    parts=PARTS,
 )
 
 

@@ -143,11 +143,12 @@ class Client(Protocol):
 # helpers the peer modules share (each imports its client library lazily)
 
 
-def delete_redis_keys(token: str) -> int:
-    """Delete the keys in database 15 whose names hold ``token``; how many were deleted."""
+def delete_redis_keys(token: str, url: str = REDIS_URL) -> int:
+    """Delete the keys in database 15 (or ``url``'s) whose names hold ``token``; how many
+    were deleted."""
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(url)
     try:
         deleted = 0
         batch: list[bytes] = []

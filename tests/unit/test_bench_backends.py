@@ -1,5 +1,5 @@
-"""The ``backends`` suite's pure parts (RabbitMQ and Kafka), and the RabbitMQ part of the
-``tasks`` suite.
+"""The ``backends`` suite's pure parts (RabbitMQ, Kafka and Redis), and the RabbitMQ part of
+the ``tasks`` suite.
 
 Nothing here times anything or talks to a server: the suites run with
 ``python -m bench backends`` and ``python -m bench tasks``.
@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from bench import backends, tasks, tasks_app
 from bench.__main__ import SUITES, parse_args
-from bench.harness import ROOT, build_report
+from bench.harness import ONLY_ENV, ROOT, build_report
 from bench.peers import PEERS
 
-from conveyor import QueueSpec
+from conveyor import Message, QueueSpec
 from conveyor.brokers.stream_types import TopicSpec
 
 BOTH_SIDES = {
@@ -32,6 +33,10 @@ BOTH_SIDES = {
     "kafka_consume_per_s": 500_000.0,
     "kafka_subscriber_per_s": 100_000.0,
     "kafka_subscriber_start_s": 5.0,
+    "redis_raw_publish_per_s": 50_000.0,
+    "redis_publish_per_s": 45_000.0,
+    "redis_raw_consume_per_s": 100_000.0,
+    "redis_consume_per_s": 30_000.0,
 }
 
 
@@ -42,6 +47,8 @@ def test_ratios_divide_each_conveyor_figure_by_its_raw_twin() -> None:
         "rabbitmq_consume_vs_raw": pytest.approx(0.6),
         "kafka_produce_vs_raw": pytest.approx(0.95),
         "kafka_consume_vs_raw": pytest.approx(0.25),
+        "redis_publish_vs_raw": pytest.approx(0.9),
+        "redis_consume_vs_raw": pytest.approx(0.3),
     }
 
 
@@ -56,14 +63,25 @@ def test_a_ratio_is_left_out_when_a_side_is_missing(missing: str) -> None:
 
 
 def test_a_ratio_is_left_out_when_the_raw_side_is_zero() -> None:
-    results = {**BOTH_SIDES, "rabbitmq_raw_consume_per_s": 0.0, "kafka_raw_produce_per_s": 0.0}
-    assert set(backends.ratios(results)) == {"rabbitmq_publish_vs_raw", "kafka_consume_vs_raw"}
+    results = {
+        **BOTH_SIDES,
+        "rabbitmq_raw_consume_per_s": 0.0,
+        "kafka_raw_produce_per_s": 0.0,
+        "redis_raw_publish_per_s": 0.0,
+    }
+    assert set(backends.ratios(results)) == {
+        "rabbitmq_publish_vs_raw",
+        "kafka_consume_vs_raw",
+        "redis_consume_vs_raw",
+    }
     assert backends.ratios({}) == {}
 
 
 def test_the_kafka_ratios_come_without_the_rabbitmq_figures() -> None:
     kafka_only = {name: value for name, value in BOTH_SIDES.items() if name.startswith("kafka")}
     assert set(backends.ratios(kafka_only)) == {"kafka_produce_vs_raw", "kafka_consume_vs_raw"}
+    redis_only = {name: value for name, value in BOTH_SIDES.items() if name.startswith("redis")}
+    assert set(backends.ratios(redis_only)) == {"redis_publish_vs_raw", "redis_consume_vs_raw"}
 
 
 def test_the_suite_is_registered_and_selectable() -> None:
@@ -101,6 +119,8 @@ def test_targets_are_at_least_eighty_percent_of_raw() -> None:
         "rabbitmq_consume_vs_raw": False,
         "kafka_produce_vs_raw": True,
         "kafka_consume_vs_raw": False,
+        "redis_publish_vs_raw": True,
+        "redis_consume_vs_raw": False,
     }
     assert {target.threshold for target in backends.TARGETS} == {0.8}
 
@@ -171,12 +191,25 @@ def test_a_part_that_cannot_run_is_skipped_and_the_other_still_runs(
         assert sizes is backends.QUICK
         return {"kafka_produce_per_s": 1.0, "kafka_raw_produce_per_s": 2.0, "unknown": 3.0}
 
+    def redis(sizes: backends.Sizes, token: str) -> dict[str, float]:
+        return {"redis_raw_consume_per_s": 4.0}
+
     monkeypatch.setattr(backends, "rabbitmq_part", unreachable)
     monkeypatch.setattr(backends, "kafka_part", kafka)
+    monkeypatch.setattr(backends, "redis_part", redis)
+    monkeypatch.delenv(ONLY_ENV, raising=False)
+    assert backends.run(quick=True) == {
+        "kafka_raw_produce_per_s": 2.0,
+        "kafka_produce_per_s": 1.0,
+        "redis_raw_consume_per_s": 4.0,
+    }
+    monkeypatch.setattr(backends, "redis_part", unreachable)
     assert backends.run(quick=True) == {"kafka_raw_produce_per_s": 2.0, "kafka_produce_per_s": 1.0}
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.endswith("backends: RabbitMQ is not reachable at amqp://guest:***@127.0.0.1; "
-                         "its figures are skipped")  # fmt: skip
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3  # RabbitMQ in both runs, then the unreachable Redis part
+    for line in lines:
+        assert line.endswith("backends: RabbitMQ is not reachable at amqp://guest:***@127.0.0.1; "
+                             "its figures are skipped")  # fmt: skip
 
 
 def test_with_no_part_able_to_run_the_suite_stops_with_their_reasons(
@@ -188,12 +221,18 @@ def test_with_no_part_able_to_run_the_suite_stops_with_their_reasons(
     def no_client(sizes: backends.Sizes, token: str) -> dict[str, float]:
         raise backends.Unreachable("confluent-kafka is not installed")
 
+    def no_redis(sizes: backends.Sizes, token: str) -> dict[str, float]:
+        raise backends.Unreachable("Redis is not reachable")
+
     monkeypatch.setattr(backends, "rabbitmq_part", no_server)
     monkeypatch.setattr(backends, "kafka_part", no_client)
+    monkeypatch.setattr(backends, "redis_part", no_redis)
+    monkeypatch.delenv(ONLY_ENV, raising=False)
     with pytest.raises(SystemExit) as stopped:
         backends.run(quick=True)
     assert stopped.value.code == (
-        "backends: RabbitMQ is not reachable; backends: confluent-kafka is not installed"
+        "backends: RabbitMQ is not reachable; backends: confluent-kafka is not installed; "
+        "backends: Redis is not reachable"
     )
 
 
@@ -216,6 +255,177 @@ def test_the_harness_imports_without_the_backends_clients(client: str) -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+# the Redis part
+
+
+def test_only_runs_the_parts_it_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[str] = []
+
+    def part(name: str) -> Any:
+        def measure(sizes: backends.Sizes, token: str) -> dict[str, float]:
+            ran.append(name)
+            return {f"{name}_raw_publish_per_s": 1.0}
+
+        return measure
+
+    for name in backends.PARTS:
+        monkeypatch.setattr(backends, f"{name}_part", part(name))
+    monkeypatch.setenv(ONLY_ENV, "redis")
+    assert backends.run(quick=True) == {"redis_raw_publish_per_s": 1.0}
+    monkeypatch.setenv(ONLY_ENV, "kafka,rabbitmq")
+    backends.run(quick=True)
+    monkeypatch.delenv(ONLY_ENV)
+    backends.run(quick=True)
+    assert ran == ["redis", "rabbitmq", "kafka", "rabbitmq", "kafka", "redis"]
+
+
+def test_only_takes_the_parts_of_the_suite() -> None:
+    assert parse_args(["backends", "--only", "redis"]).only == ["redis"]
+    assert parse_args(["backends", "--only", "redis, kafka"]).only == ["redis", "kafka"]
+    assert parse_args(["backends"]).only is None
+    assert backends.SUITE.parts == ("rabbitmq", "kafka", "redis")
+    for wrong in (["backends", "--only", "sqlite"], ["backends", "--only", ","]):
+        with pytest.raises(SystemExit):
+            parse_args(wrong)
+    with pytest.raises(SystemExit):
+        parse_args(["queues", "--only", "redis"])  # a suite without parts
+
+
+def test_the_raw_entry_has_the_fields_conveyor_stores() -> None:
+    entries = pytest.importorskip("conveyor.brokers.redis.entries")
+    flat = entries.fields(Message(backends.BODY, routing_key="q"), "")
+    stored = dict(zip(flat[::2], flat[1::2], strict=True))
+    raw = backends.raw_entry("q")
+    assert set(raw) == set(stored)
+    assert {name: raw[name] for name in ("body", "routing_key", "exchange", "priority")} == {
+        name: stored[name] for name in ("body", "routing_key", "exchange", "priority")
+    }
+    assert raw["id"] != backends.raw_entry("q")["id"]  # a fresh id per message, as Message's
+
+
+def test_redis_keys_are_under_the_runs_own_prefix() -> None:
+    prefix = backends.redis_prefix("0badcafe")
+    assert prefix == "conveyor-bench-backends-0badcafe:"
+    assert backends.redis_broker_url(prefix) == f"redis://127.0.0.1:6379/0?prefix={prefix}"
+    assert backends.stream_key(prefix, "q").startswith(prefix)
+    assert backends.redis_prefix("deadbeef") != prefix
+
+
+async def test_an_unreachable_redis_is_told_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("redis")
+
+    class Refusing:
+        async def ping(self) -> None:
+            raise ConnectionRefusedError(111, "Connect call failed\n('127.0.0.1', 6379)")
+
+        async def aclose(self) -> None:
+            pass
+
+    monkeypatch.setattr(backends, "raw_redis_client", Refusing)
+    with pytest.raises(SystemExit, match=r"^backends: Redis is not reachable at redis://") as told:
+        await backends.check_redis_reachable()
+    assert "\n" not in str(told.value.code)
+
+
+class FakeRedisSides:
+    """Timed sides that take no time, counting their rounds, and a recorded cleanup."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, failure: str | None) -> None:
+        self.rounds: dict[str, int] = {}
+        self.deleted: list[str] = []
+
+        async def reachable() -> None:
+            pass
+
+        async def fails(prefix: str, token: str) -> str | None:
+            return failure
+
+        async def deleted(prefix: str) -> int:
+            self.deleted.append(prefix)
+            return 0
+
+        monkeypatch.setattr(backends, "check_redis_reachable", reachable)
+        monkeypatch.setattr(backends, "conveyor_redis_fails", fails)
+        monkeypatch.setattr(backends, "delete_redis_prefix", deleted)
+        for name in ("raw_redis_publish", "raw_redis_consume",
+                     "conveyor_redis_publish", "conveyor_redis_consume"):  # fmt: skip
+            monkeypatch.setattr(backends, name, self.side(name))
+
+    def side(self, name: str) -> Any:
+        async def timed(prefix: str, queue: str, count: int) -> float:
+            assert prefix.startswith("conveyor-bench-backends-")
+            self.rounds[name] = self.rounds.get(name, 0) + 1
+            if name == "conveyor_redis_consume" and self.fail_consume:
+                raise RuntimeError("receive\nbroke")
+            return 0.5
+
+        return timed
+
+    fail_consume = False
+
+
+async def test_the_redis_pairs_are_measured_in_mirrored_rounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sides = FakeRedisSides(monkeypatch, failure=None)
+    found = await backends.measure_redis(backends.QUICK, "0badcafe")
+    assert set(found) == {name for name in backends.FIGURES if name.startswith("redis_")}
+    per_round = backends.QUICK.redis_publish // backends.ROUNDS
+    assert found["redis_publish_per_s"] == pytest.approx(per_round / 0.5)
+    assert set(sides.rounds.values()) == {backends.ROUNDS}
+    assert sides.deleted == ["conveyor-bench-backends-0badcafe:"]
+
+
+async def test_without_conveyors_redis_backend_the_raw_twins_still_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sides = FakeRedisSides(monkeypatch, failure="NotImplementedError: no declare_queue")
+    found = await backends.measure_redis(backends.QUICK, "0badcafe")
+    assert set(found) == {"redis_raw_publish_per_s", "redis_raw_consume_per_s"}
+    assert set(backends.ratios(found)) == set()
+    assert set(sides.rounds) == {"raw_redis_publish", "raw_redis_consume"}
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "skipped" in line]
+    assert line.endswith(
+        "backends: Conveyor's redis:// backend failed (NotImplementedError: no declare_queue); "
+        "redis_publish_per_s, redis_consume_per_s and their ratios are skipped "
+        "(the raw twins were measured)"
+    )
+    assert sides.deleted == ["conveyor-bench-backends-0badcafe:"]
+
+
+async def test_a_conveyor_side_failing_in_a_round_skips_its_figures_not_the_suite(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sides = FakeRedisSides(monkeypatch, failure=None)
+    sides.fail_consume = True
+    found = await backends.measure_redis(backends.QUICK, "0badcafe")
+    assert set(found) == {
+        "redis_raw_publish_per_s",
+        "redis_publish_per_s",
+        "redis_raw_consume_per_s",
+    }
+    assert sides.rounds["raw_redis_consume"] == 1 + backends.ROUNDS  # its pair, then alone
+    skipped = [line for line in capsys.readouterr().err.splitlines() if "skipped" in line]
+    (line,) = skipped
+    assert "failed (RuntimeError: receive broke)" in line
+
+
+async def test_a_raw_side_failing_is_not_taken_for_conveyors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sides = FakeRedisSides(monkeypatch, failure=None)
+
+    async def broken(prefix: str, queue: str, count: int) -> float:
+        raise ConnectionError("Redis went away")
+
+    monkeypatch.setattr(backends, "raw_redis_publish", broken)
+    with pytest.raises(ConnectionError):
+        await backends.measure_redis(backends.QUICK, "0badcafe")
+    assert sides.deleted == ["conveyor-bench-backends-0badcafe:"]  # cleaned up all the same
 
 
 # the tasks suite's RabbitMQ part
@@ -255,7 +465,7 @@ def test_the_rabbitmq_figure_ratio_and_target_are_in_the_suite() -> None:
     assert tasks.SUITE.units["rabbitmq_e2e_vs_fastest_peer"] == "x"
     (target,) = tasks.RABBITMQ_TARGETS
     assert (target.figure, target.op, target.threshold) == ("rabbitmq_e2e_vs_fastest_peer", ">=", 2)
-    assert tuple(tasks.SUITE.targets) == (*tasks.TARGETS, target)
+    assert tuple(tasks.SUITE.targets) == (*tasks.TARGETS, target, *tasks.REDIS_TARGETS)
     assert target not in tasks.TARGETS
     assert tasks.QUICK.rabbitmq_e2e < tasks.FULL.rabbitmq_e2e
 

@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 from bench import queues
 from bench.harness import (
+    ONLY_ENV,
     Target,
     build_report,
     median_figures,
+    only_parts,
     percentile,
     ru_maxrss_mb,
+    selected,
     spread,
     write_json,
 )
@@ -128,3 +131,26 @@ def test_json_refuses_nan(tmp_path: Path) -> None:
     report = build_report("queues", FAKE_MACHINE, [({"x": float("nan")}, {})])
     with pytest.raises(ValueError, match="Out of range float"):
         write_json(tmp_path / "bench.json", report)
+
+
+def test_only_names_the_parts_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ONLY_ENV, raising=False)
+    assert only_parts() == frozenset()
+    assert [selected("redis"), selected("anything")] == [True, True]
+    monkeypatch.setenv(ONLY_ENV, " redis, kafka ,")
+    assert only_parts() == {"redis", "kafka"}
+    assert [selected(part) for part in ("redis", "kafka", "rabbitmq")] == [True, True, False]
+    monkeypatch.setenv(ONLY_ENV, "")
+    assert selected("rabbitmq")
+
+
+def test_the_report_says_which_parts_ran() -> None:
+    from bench import backends
+    from bench.__main__ import format_report
+
+    results = {"redis_raw_publish_per_s": 1.0}
+    machine = {**FAKE_MACHINE, "kernel": "Linux 6"}
+    report = build_report("backends", machine, [(results, {})], only=["redis"])
+    assert format_report(report, backends.SUITE).startswith("suite backends (only redis): ")
+    report = build_report("backends", machine, [(results, {})], only=None)
+    assert format_report(report, backends.SUITE).startswith("suite backends: ")
