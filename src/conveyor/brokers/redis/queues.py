@@ -75,11 +75,11 @@ class RedisQueues:
     _results: RedisResultStore | None = None
     url: str
 
-    def _running(self) -> RedisConnection:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # RedisBroker has them
 
-    async def connect(self) -> None:
-        raise NotImplementedError
+        def _running(self) -> RedisConnection: ...
+
+        async def connect(self) -> None: ...
 
     def connected(self) -> RedisConnection:
         """The open connection, for the result store that shares it."""
