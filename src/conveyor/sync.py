@@ -201,6 +201,9 @@ class SyncBroker:
     def nack(self, delivery: Delivery, *, requeue: bool = True, delay: float = 0.0) -> None:
         self._portal.call(self.broker.nack(delivery, requeue=requeue, delay=delay))
 
+    def persistence(self) -> str | None:
+        return self._portal.call(self.broker.persistence())
+
     def ping(
         self,
     ) -> None:
