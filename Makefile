@@ -24,7 +24,7 @@ typecheck: $(STAMP)
 check: lint typecheck
 
 PURE := src/conveyor/errors.py,src/conveyor/message.py,src/conveyor/names.py,src/conveyor/routing.py
-PURE := $(PURE),src/conveyor/deaths.py
+PURE := $(PURE),src/conveyor/deaths.py,src/conveyor/brokers/group_state.py
 PURE := $(PURE),src/conveyor/codecs.py,src/conveyor/cron.py,src/conveyor/retry.py,src/conveyor/worker/autoscale.py
 PURE := $(PURE),src/conveyor/partitioner.py,src/conveyor/assignors.py,src/conveyor/events/windows/*.py
 

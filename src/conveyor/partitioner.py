@@ -12,12 +12,12 @@ The randomness comes in as a ``random.Random`` so that tests can fix the seed.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from struct import Struct
-from typing import Any
+from typing import Any, Protocol
 
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, PartitionNotFound
 
 _SEED = 0x9747B28C
 _M = 0x5BD1E995  # the mixing multiplier; r = 24 is written inline below
@@ -84,6 +84,16 @@ def _cached_partition(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+class Placeable(Protocol):
+    """A record to place: a partition chosen by hand, or a key, or neither."""
+
+    @property
+    def partition(self) -> int | None: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+
 class StickyPartitioner:
     """Partitions for records without a key: one partition per batch, then a different one.
 
@@ -110,6 +120,26 @@ class StickyPartitioner:
             self._current = self._rng.randrange(partitions)
             self._partitions = partitions
         return self._current
+
+    def place(self, topic: str, records: Sequence[Placeable], partitions: int) -> list[int]:
+        """Each record's partition (its own, its key's, or the sticky one); one call is one
+        batch, so the next call sticks to another partition.
+
+        Raises:
+            PartitionNotFound: a record names a partition the topic does not have.
+        """
+        placed = []
+        for record in records:
+            if record.partition is not None:
+                if not 0 <= record.partition < partitions:
+                    raise PartitionNotFound(topic, record.partition, partitions)
+                placed.append(record.partition)
+            elif record.key is not None:
+                placed.append(partition_for_key(record.key, partitions))
+            else:
+                placed.append(self.partition(partitions))
+        self.next_batch(partitions)
+        return placed
 
     def next_batch(self, partitions: int) -> None:
         """Move to another partition, chosen at random among the others (if there are any).

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from conveyor import Broker, Capability, ExchangeSpec, Message, QueueSpec
-from conveyor.brokers.stream_types import OffsetCommit, ProducerBatch, ProducerRecord, TopicSpec
+from conveyor.brokers.stream_types import (
+    OffsetCommit,
+    ProducerBatch,
+    ProducerRecord,
+    TopicConfig,
+    TopicSpec,
+)
 from conveyor.brokers.types import Delivery
 from conveyor.errors import NotSupported
 
@@ -65,7 +71,15 @@ def _representative(broker: Broker, capability: Capability, name: str) -> Awaita
         Capability.STREAMS: lambda: broker.create_topic(TopicSpec(name)),
         Capability.REPLAY: lambda: broker.create_topic(TopicSpec(name)),
         Capability.RETENTION: lambda: broker.enforce_retention(),
-        Capability.COMPACTION: lambda: broker.enforce_retention(),
+        Capability.COMPACTION: (
+            (
+                lambda: broker.create_topic(
+                    TopicSpec(name, config=TopicConfig(cleanup_policy="compact"))
+                )
+            )
+            if Capability.RETENTION in broker.capabilities
+            else lambda: broker.enforce_retention()
+        ),
         Capability.IDEMPOTENT_PRODUCE: lambda: broker.produce(
             name, [ProducerRecord(b"x")], batch=ProducerBatch("p", 0)
         ),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, PartitionNotFound
 from conveyor.partitioner import (
     RoundRobinPartitioner,
     StickyPartitioner,
@@ -203,3 +204,22 @@ def test_round_robin_carries_on_after_a_resize() -> None:
     robin = RoundRobinPartitioner()
     assert [robin.partition(4) for _ in range(3)] == [0, 1, 2]
     assert [robin.partition(2) for _ in range(3)] == [1, 0, 1]
+
+
+@dataclass
+class Placed:
+    partition: int | None = None
+    key: bytes | None = None
+
+
+def test_place_honours_a_chosen_partition_then_the_key_then_sticks_for_one_call() -> None:
+    sticky = StickyPartitioner(random.Random(7))
+    records = [Placed(partition=2), Placed(key=b"k"), Placed(), Placed()]
+    first = sticky.place("t", records, 3)
+    assert first[0] == 2 and first[1] == partition_for_key(b"k", 3) and first[2] == first[3]
+    assert sticky.place("t", [Placed()], 3) != [first[2]]
+
+
+def test_place_refuses_a_partition_the_topic_does_not_have() -> None:
+    with pytest.raises(PartitionNotFound):
+        StickyPartitioner().place("t", [Placed(partition=3)], 3)

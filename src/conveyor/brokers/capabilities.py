@@ -107,11 +107,19 @@ _REDIS = frozenset(
         Capability.ATOMIC_BATCH_PUBLISH,
         Capability.BROWSE,
         Capability.RESULTS,
+        Capability.STREAMS,
+        Capability.REPLAY,
+        Capability.RETENTION,
+        Capability.IDEMPOTENT_PRODUCE,
+        Capability.TRANSACTIONAL_PRODUCE,
+        Capability.CONSUMER_GROUPS,
+        Capability.GROUP_COORDINATION,
     }
 )
 """TTL and max-length are not declared: Redis trims a stream only from its oldest entry
 (``XADD MAXLEN``, exact or ``~``), delivered or not, which is neither RabbitMQ's
-per-message expiry at the head nor its limit on the messages a queue holds."""
+per-message expiry at the head nor its limit on the messages a queue holds. Compaction is
+not declared: Redis keeps no latest entry per key, so it could only be a scan."""
 
 DECLARED: dict[str, frozenset[Capability]] = {
     "sqlite": _EMBEDDED,

@@ -6,7 +6,7 @@ generation, log start and end offsets, lag).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from conveyor.assignors import ASSIGNORS, TopicPartition
 from conveyor.brokers.types import Seconds, _count, as_float, seconds
 from conveyor.codecs import loads
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, MessageTooLarge, PartitionNotFound
 from conveyor.names import check_name
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 MAX_REPLICATION = 32767  # Kafka's: a 16-bit count
+MAX_FETCH = 100_000
 MAX_PARTITIONS = 10_000
 DAY = 86_400.0
 
@@ -133,6 +134,28 @@ class TopicSpec:
         _count(self.partitions, "partitions", upper=MAX_PARTITIONS)
         if self.replication_factor is not None:
             _count(self.replication_factor, "replication_factor", upper=MAX_REPLICATION)
+
+    def check_partition(self, partition: int) -> None:
+        if not 0 <= partition < self.partitions:
+            raise PartitionNotFound(self.name, partition, self.partitions)
+
+    def check_records(self, records: Sequence[ProducerRecord]) -> list[int]:
+        """Refuse bad sizes, keys and partitions before anything is written; the sizes."""
+        limit, compacted = self.config.max_message_bytes, self.config.compacted
+        sizes = []
+        for record in records:
+            size = record.size
+            sizes.append(size)
+            if size > limit:
+                raise MessageTooLarge(size, limit)
+            if compacted and record.key is None:
+                raise ConfigError(
+                    f"topic {self.name!r} is compacted, so every record needs a key; "
+                    "give this record one"
+                )
+            if record.partition is not None:
+                self.check_partition(record.partition)
+        return sizes
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +349,27 @@ class RetentionReport:
     tombstones: int = 0
 
 
+def check_max_records(max_records: int) -> None:
+    if not 1 <= max_records <= MAX_FETCH:
+        raise ConfigError(f"max_records must be 1-{MAX_FETCH}, not {max_records}")
+
+
+def check_offset_at(at: str | float) -> None:
+    """``list_offsets``' ``at``: "earliest", "latest", or a timestamp in epoch seconds."""
+    if isinstance(at, str) and at not in ("earliest", "latest"):
+        raise ConfigError(f"at must be 'earliest', 'latest' or a timestamp, not {at!r}")
+
+
 def check_assignor(name: str) -> str:
     if name not in ASSIGNORS:
         raise ConfigError(f"unknown assignor {name!r}; use one of {', '.join(sorted(ASSIGNORS))}")
     return name
+
+
+def check_join(group: str, topics: Sequence[str], session_timeout: float, assignor: str) -> int:
+    """Refuse a bad ``join_group`` call; the session timeout in ms."""
+    check_name("group", group)
+    check_assignor(assignor)
+    if not topics:
+        raise ConfigError("subscribe to at least one topic")
+    return int((seconds(session_timeout, "session_timeout", positive=True) or 0) * 1000)

@@ -30,11 +30,11 @@ from conveyor.brokers.stream_types import (
     TopicInfo,
     TopicPartition,
     TopicSpec,
-    check_assignor,
+    check_join,
+    check_max_records,
 )
 from conveyor.brokers.types import seconds
 from conveyor.errors import ConfigError, ConveyorError
-from conveyor.names import check_name
 from conveyor.partitioner import StickyPartitioner
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 RETENTION_STEP = 5_000  # deletions per retention transaction
-MAX_FETCH = 100_000
 PRODUCER_EXPIRY_MS = 7 * 86_400_000
 
 
@@ -144,8 +143,7 @@ class StreamMethods:
         max_records: int = 500,
         wait: float = 0.0,
     ) -> list[Record]:
-        if not 1 <= max_records <= MAX_FETCH:
-            raise ConfigError(f"max_records must be 1-{MAX_FETCH}, not {max_records}")
+        check_max_records(max_records)
         deadline = time.monotonic() + (seconds(wait, "wait") or 0.0)
         records, _ = await self._stream_read(lambda c: streams.read(c, positions, max_records))
         if records or not positions or deadline <= time.monotonic():
@@ -239,11 +237,7 @@ class StreamMethods:
         session_timeout: float = 10.0,
         assignor: str = "range",
     ) -> Membership:
-        check_name("group", group)
-        check_assignor(assignor)
-        if not topics:
-            raise ConfigError("subscribe to at least one topic")
-        timeout_ms = int((seconds(session_timeout, "session_timeout", positive=True) or 0) * 1000)
+        timeout_ms = check_join(group, topics, session_timeout, assignor)
         return await self._stream_write(
             lambda c: groups.join(c, group, topics, member_id, timeout_ms, assignor, now_ms())
         )

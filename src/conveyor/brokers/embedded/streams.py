@@ -24,17 +24,16 @@ from conveyor.brokers.stream_types import (
     TopicInfo,
     TopicPartition,
     TopicSpec,
+    check_offset_at,
 )
 from conveyor.errors import (
     ConfigError,
     DecodeError,
-    MessageTooLarge,
     OffsetOutOfRange,
-    PartitionNotFound,
     SequenceError,
     TopicNotFound,
 )
-from conveyor.partitioner import StickyPartitioner, partition_for_key
+from conveyor.partitioner import StickyPartitioner
 
 EMPTY_HEADERS: Mapping[str, str] = {}
 
@@ -45,8 +44,7 @@ class StoredTopic:
     spec: TopicSpec
 
     def check_partition(self, partition: int) -> None:
-        if not 0 <= partition < self.spec.partitions:
-            raise PartitionNotFound(self.spec.name, partition, self.spec.partitions)
+        self.spec.check_partition(partition)
 
 
 def _spec(name: str, partitions: int, config: str) -> TopicSpec:
@@ -155,26 +153,6 @@ def log_range(connection: sqlite3.Connection, topic_id: int, partition: int) -> 
 # appending
 
 
-def check_records(stored: StoredTopic, records: Sequence[ProducerRecord]) -> list[int]:
-    """Refuse bad sizes, keys and partitions before anything is written; return the sizes."""
-    config = stored.spec.config
-    limit, compacted = config.max_message_bytes, config.compacted
-    sizes = []
-    for record in records:
-        size = record.size
-        sizes.append(size)
-        if size > limit:
-            raise MessageTooLarge(size, limit)
-        if compacted and record.key is None:
-            raise ConfigError(
-                f"topic {stored.spec.name!r} is compacted, so every record needs a key; "
-                "give this record one"
-            )
-        if record.partition is not None:
-            stored.check_partition(record.partition)
-    return sizes
-
-
 def append(
     connection: sqlite3.Connection,
     name: str,
@@ -187,18 +165,10 @@ def append(
     stored = topic(connection, name)
     if batch is not None and (earlier := _seen_batch(connection, batch)) is not None:
         return stored, earlier
-    sizes = check_records(stored, records)
-    count = stored.spec.partitions
+    sizes = stored.spec.check_records(records)
     by_partition: dict[int, list[int]] = {}
-    for index, record in enumerate(records):
-        if record.partition is not None:
-            partition = record.partition
-        elif record.key is not None:
-            partition = partition_for_key(record.key, count)
-        else:
-            partition = sticky.partition(count)
+    for index, partition in enumerate(sticky.place(name, records, stored.spec.partitions)):
         by_partition.setdefault(partition, []).append(index)
-    sticky.next_batch(count)
     placed: list[RecordMetadata | None] = [None] * len(records)
     rows: list[tuple[Any, ...]] = []
     for partition, indexes in by_partition.items():
@@ -341,8 +311,7 @@ def _headers(text: str) -> dict[str, str]:
 def offsets_at(
     connection: sqlite3.Connection, partitions: Sequence[TopicPartition], at: str | float
 ) -> dict[TopicPartition, int]:
-    if isinstance(at, str) and at not in ("earliest", "latest"):
-        raise ConfigError(f"at must be 'earliest', 'latest' or a timestamp, not {at!r}")
+    check_offset_at(at)
     result: dict[TopicPartition, int] = {}
     for name, partition in partitions:
         stored = topic(connection, name)

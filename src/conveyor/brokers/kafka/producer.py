@@ -21,8 +21,8 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from conveyor.brokers.stream_types import ProducerRecord, RecordMetadata
-from conveyor.errors import BrokerError, BrokerUnavailable, MessageTooLarge, PartitionNotFound
-from conveyor.partitioner import StickyPartitioner, partition_for_key
+from conveyor.errors import BrokerError, BrokerUnavailable, MessageTooLarge
+from conveyor.partitioner import StickyPartitioner
 
 POLL_INTERVAL_S = 0.05
 TOO_LARGE = (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE)
@@ -97,8 +97,7 @@ class RecordProducer:
     ) -> list[RecordMetadata]:
         if not records:
             return []
-        chosen = [self._partition(topic, record, partitions) for record in records]
-        self._sticky.next_batch(partitions)
+        chosen = self._sticky.place(topic, records, partitions)
         batch = DeliveryBatch(asyncio.get_running_loop(), len(records))
         for index, (record, partition) in enumerate(zip(records, chosen, strict=True)):
             headers: list[tuple[str, str | bytes | None]] = [
@@ -120,15 +119,6 @@ class RecordProducer:
                 except BufferError:
                     await asyncio.sleep(POLL_INTERVAL_S)
         return await batch.future
-
-    def _partition(self, topic: str, record: ProducerRecord, partitions: int) -> int:
-        if record.partition is not None:
-            if not 0 <= record.partition < partitions:
-                raise PartitionNotFound(topic, record.partition, partitions)
-            return record.partition
-        if record.key is not None:
-            return partition_for_key(record.key, partitions)
-        return self._sticky.partition(partitions)
 
     async def close(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

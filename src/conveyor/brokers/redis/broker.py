@@ -23,8 +23,10 @@ from conveyor.brokers.base import Broker
 from conveyor.brokers.capabilities import DECLARED
 from conveyor.brokers.redis import scripts
 from conveyor.brokers.redis.connection import Endpoint, answer
+from conveyor.brokers.redis.groups import RedisGroups
 from conveyor.brokers.redis.queues import RedisQueues
 from conveyor.brokers.redis.scripts import Call
+from conveyor.brokers.redis.topics import RedisTopics
 from conveyor.brokers.redis.watch import Watcher
 from conveyor.errors import BrokerUnavailable
 
@@ -52,7 +54,7 @@ class RedisConnection:
         await self.text.aclose()
 
 
-class RedisBroker(RedisQueues, Broker):
+class RedisBroker(RedisQueues, RedisTopics, RedisGroups, Broker):
     """Queues, exchanges, tasks and streams on one Redis server (or a primary).
 
     Scripts derive keys from what they read, which Redis Cluster refuses: use a single
@@ -90,6 +92,7 @@ class RedisBroker(RedisQueues, Broker):
             self._connection = connection
 
     async def close(self) -> None:
+        await self._stop_retention()
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()

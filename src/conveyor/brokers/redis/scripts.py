@@ -82,6 +82,10 @@ QUEUE_MOVE = Script.named("q_move")
 QUEUE_DECLARE = Script.named("q_declare")
 QUEUE_BROWSE = Script.named("q_browse")
 
+TOPIC_APPEND = Script.named("t_append")
+TOPIC_TRIM = Script.named("t_trim")
+TOPIC_OFFSET_AT = Script.named("t_offset_at")
+
 
 async def run(client: redis.asyncio.Redis, call: Call) -> Any:
     (reply,) = await run_many(client, [call])
