@@ -7,20 +7,26 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from conveyor.assignors import TopicPartition
 from conveyor.brokers.stream_types import CleanupPolicy, OffsetCommit, ProducerRecord, TopicSpec
 from conveyor.partitioner import partition_for_key
+from tests.backend_urls import BACKENDS
 from tests.integration.cli_support import Cli, conveyor
 
 
-@pytest.fixture
+@pytest.fixture(params=["sqlite", "redis"])
 def cli(
-    sqlite_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Cli:
-    return Cli(sqlite_url, capsys, monkeypatch)
+    """The commands on a SQLite file, or on Redis."""
+    return Cli(BACKENDS[request.param](tmp_path), capsys, monkeypatch)
 
 
 def test_create_list_describe_alter_and_delete_a_topic(cli: Cli) -> None:

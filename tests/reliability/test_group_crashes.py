@@ -1,4 +1,4 @@
-"""Consumer groups under crashes: real member processes on one SQLite file.
+"""Consumer groups under crashes: real member processes on one SQLite file, or on Redis.
 
 Each test produces keyed records from this process, runs three group members as child
 processes (``python -m tests.reliability.stream_member``, see that file) and counts every
@@ -32,6 +32,7 @@ from conveyor.app import App
 from conveyor.brokers.base import Broker
 from conveyor.brokers.stream_types import GroupInfo
 from conveyor.events.producer import record
+from tests.backend_urls import BACKENDS
 from tests.reliability.children import ChildProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,9 +226,10 @@ async def produce(client: App) -> dict[Offset, tuple[str, int]]:
     return produced
 
 
-@pytest.fixture
-async def setting(tmp_path: Path) -> AsyncIterator[Setting]:
-    url = f"sqlite:///{tmp_path / 'conveyor.db'}"
+@pytest.fixture(params=["sqlite", "redis"])
+async def setting(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Setting]:
+    """The group's broker: a SQLite file, or Redis (tests/backend_urls.py)."""
+    url = BACKENDS[request.param](tmp_path)
     client = App(url)
     setting: Setting | None = None
     try:

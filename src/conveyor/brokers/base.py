@@ -582,7 +582,8 @@ class Consumer(AsyncIterator[Delivery]):
                 earliest = min(self._unsettled.values())
                 pause = None if math.isinf(earliest) else max(earliest - time.time(), 0)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._settled.wait(), pause)
+                    async with asyncio.timeout(pause):
+                        await self._settled.wait()
                 continue
             self._buffer.extend(
                 await self.broker.receive(

@@ -28,7 +28,8 @@ async def run_schedules(app: ScheduleHost, states: JobStates, stopping: asyncio.
         pause = (due - datetime.now(UTC)).total_seconds()
         if pause > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), pause)
+                async with asyncio.timeout(pause):
+                    await stopping.wait()
             continue
         for index, (task, schedule) in enumerate(app.schedules):
             tick = upcoming[index]

@@ -93,7 +93,8 @@ class ProcessRunner:
             descriptor = child.connection.fileno()
             loop.add_reader(descriptor, ready.set)
             try:
-                await asyncio.wait_for(ready.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await ready.wait()
             except TimeoutError:
                 raise TaskTimeout(task, timeout or 0.0) from None
             finally:

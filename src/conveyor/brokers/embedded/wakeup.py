@@ -45,7 +45,8 @@ class WakeSignal:
         if longest > 0:
             loop = asyncio.get_running_loop()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(loop.sock_recv(self._socket, 16), longest)
+                async with asyncio.timeout(longest):
+                    await loop.sock_recv(self._socket, 16)
         with contextlib.suppress(BlockingIOError):
             while True:
                 self._socket.recv(16)

@@ -8,6 +8,7 @@ URL with one is shown as ``redis://:***@host:port/0``.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
@@ -98,6 +99,7 @@ class Endpoint:
             )
         except ValueError as exc:
             raise ConfigError(f"bad Redis URL {self.shown}: {self.scrub(str(exc))}") from None
+        pool.connection_class = _cancel_safe(pool.connection_class)
         return redis.asyncio.Redis.from_pool(pool)
 
     @contextmanager
@@ -118,6 +120,49 @@ class Endpoint:
             ) from None
         except redis.exceptions.RedisError as exc:
             raise BrokerError(f"Redis at {self.shown} refused: {self.scrub(str(exc))}") from None
+
+
+class _CancelSafeSend:
+    """Sends a command under ``asyncio.timeout``. redis-py sends under ``asyncio.wait_for``,
+    which on Python 3.11 drops a cancel that arrives as the send completes: a consumer
+    stopped by Ctrl-C would then poll on for ever."""
+
+    socket_timeout: float | None
+    _writer: Any
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        connection = cast(Any, self)
+        if not connection.is_connected:
+            await connection.connect()
+        elif check_health:
+            await connection.check_health()
+        if isinstance(command, str):
+            command = command.encode()
+        if isinstance(command, bytes):
+            command = [command]
+        try:
+            async with asyncio.timeout(self.socket_timeout or None):
+                self._writer.writelines(command)
+                await self._writer.drain()
+        except TimeoutError:
+            await connection.disconnect(nowait=True)
+            raise redis.exceptions.TimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await connection.disconnect(nowait=True)
+            raise redis.exceptions.ConnectionError(f"Error while writing to socket: {exc}") from exc
+        except BaseException:
+            await connection.disconnect(nowait=True)  # part of the command may have gone
+            raise
+
+
+_CANCEL_SAFE: dict[type, type] = {}
+
+
+def _cancel_safe(base: type) -> type:
+    """``base`` (redis-py's TCP, TLS or Unix socket connection) with the send above."""
+    if base not in _CANCEL_SAFE:
+        _CANCEL_SAFE[base] = type(f"CancelSafe{base.__name__}", (_CancelSafeSend, base), {})
+    return _CANCEL_SAFE[base]
 
 
 def _masked(address: str) -> str:

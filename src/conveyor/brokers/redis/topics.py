@@ -5,6 +5,7 @@
 {prefix}log:{topic}:{n}      stream  partition n; the record at offset o has entry ID (o+1)-0
 {prefix}offsets:{topic}      hash    per partition n: e{n} log end, s{n} log start, b{n} bytes
 {prefix}producers            hash    idempotent producer id -> its last call's placements
+{prefix}appended:{topic}     channel told of each append, to wake fetchers
 ```
 
 Entry IDs are the offsets, so reading from an offset is one XRANGE, and retention is an
@@ -81,6 +82,9 @@ class TopicKeys:
 
     def offsets(self, topic: str) -> str:
         return f"{self.prefix}offsets:{topic}"
+
+    def appended(self, topic: str) -> str:
+        return f"{self.prefix}appended:{topic}"
 
 
 def encode_topic(spec: TopicSpec) -> str:
@@ -275,6 +279,7 @@ class RedisTopics:
                 keys.log_prefix(topic),
                 "" if batch is None else batch.producer_id,
                 "0" if batch is None else str(batch.sequence),
+                keys.appended(topic),
                 *_append_args(spec, records, placed, sizes),
             ],
         )
@@ -295,22 +300,31 @@ class RedisTopics:
         wait: float = 0.0,
     ) -> list[Record]:
         check_max_records(max_records)
-        deadline = time.monotonic() + (seconds(wait, "wait") or 0.0)
-        while True:
-            records, logs = await self._read(positions, max_records)
-            remaining = deadline - time.monotonic()
-            if records or not positions or remaining <= 0:
-                return records
-            connection = self._running()
-            with connection.endpoint.errors():
-                await answer(
-                    connection.raw.xread(logs, count=1, block=max(1, int(remaining * 1000)))
-                )
+        waiting = seconds(wait, "wait") or 0.0
+        deadline = time.monotonic() + waiting
+        records = await self._read(positions, max_records)
+        if records or not positions or not waiting:
+            return records
+        connection, keys = self._running(), self._topic_keys
+        waker = asyncio.Event()
+        with connection.endpoint.errors():
+            async with contextlib.AsyncExitStack() as stack:
+                for topic in {topic for topic, _ in positions}:
+                    channel = keys.appended(topic)
+                    watch = await stack.enter_async_context(
+                        connection.watcher.watching(channel, waiting, waker)
+                    )
+                while True:
+                    records = await self._read(positions, max_records)
+                    remaining = deadline - time.monotonic()
+                    if records or remaining <= 0:
+                        return records
+                    await watch.wait(remaining)
 
     async def _read(
         self, positions: Mapping[TopicPartition, int], max_records: int
-    ) -> tuple[list[Record], dict[Any, Any]]:
-        """Records from each position on, and the entry each log is read after (for XREAD)."""
+    ) -> list[Record]:
+        """Records from each position on, at most ``max_records`` in all."""
         specs: dict[str, TopicSpec] = {}
         for topic, partition in positions:
             if topic not in specs:
@@ -326,16 +340,14 @@ class RedisTopics:
                     )
                 replies = await pipeline.execute()
         found: list[Record] = []
-        logs: dict[Any, Any] = {}
         for index, ((topic, partition), offset) in enumerate(positions.items()):
             (start, end), entries = replies[2 * index], replies[2 * index + 1]
             start, end = int(start or 0), int(end or 0)
             if not start <= offset <= end:
                 raise OffsetOutOfRange(topic, partition, offset, start, end)
-            logs[keys.log(topic, partition)] = f"{offset}-0"
             room = max_records - len(found)
             found.extend(_record(topic, partition, e, fields) for e, fields in entries[:room])
-        return found, logs
+        return found
 
     async def list_offsets(
         self, partitions: Sequence[TopicPartition], *, at: str | float = "latest"

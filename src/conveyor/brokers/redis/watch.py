@@ -67,7 +67,8 @@ class Watch:
     async def wait(self, timeout: float) -> None:
         """Until the job may have finished, or ``timeout`` seconds."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._waker.wait(), timeout)
+            async with asyncio.timeout(timeout):  # wait_for may swallow a cancel (3.11)
+                await self._waker.wait()
         self._waker.clear()
 
 
@@ -80,16 +81,19 @@ class Watcher:
         self._session: _Session | None = None
 
     @asynccontextmanager
-    async def watching(self, channel: str, patience: float) -> AsyncIterator[Watch]:
+    async def watching(
+        self, channel: str, patience: float, waker: asyncio.Event | None = None
+    ) -> AsyncIterator[Watch]:
         """Subscribed to ``channel`` for the duration of the block, from the server's
         confirmation on, or from ``patience`` seconds if that comes first: a waiter whose
-        time is up only reads the record once more.
+        time is up only reads the record once more. Watches that share a ``waker`` wake
+        on a message to any of their channels.
 
         Raises redis-py's errors if the connection cannot be opened. A server that does not
         confirm within the confirmation timeout ends the session for every waiter.
         """
         session = self._current()
-        waker = asyncio.Event()
+        waker = waker or asyncio.Event()
         entry = session.channels.get(channel)
         if entry is None:
             entry = session.channels[channel] = _Channel()
@@ -107,7 +111,8 @@ class Watcher:
             entry.wakers.add(waker)
         try:
             try:
-                await asyncio.wait_for(entry.confirmed.wait(), min(patience, self._confirm_timeout))
+                async with asyncio.timeout(min(patience, self._confirm_timeout)):
+                    await entry.confirmed.wait()
             except TimeoutError:
                 if patience >= self._confirm_timeout:
                     await self._end(session)

@@ -1,6 +1,7 @@
 -- Append one produce call's records to a topic's partitions, all or none.
 -- KEYS: the topics hash, the topic's offsets hash, the idempotent producers hash
--- ARGV: topic, log key prefix, producer id ('' for none), sequence, then per record:
+-- ARGV: topic, log key prefix, producer id ('' for none), sequence, the channel to tell
+--       of the append, then per record:
 --       partition, timestamp in ms ('' for the server's now), size, has key, key,
 --       has value, value, headers as JSON ('' for none)
 -- Returns {'ok', placements as JSON}, {'seen', the first call's placements} for a batch
@@ -24,7 +25,7 @@ end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local placed = {}
-for i = 5, #ARGV, 8 do
+for i = 6, #ARGV, 8 do
     local partition = ARGV[i]
     local timestamp = ARGV[i + 1] == '' and now or tonumber(ARGV[i + 1])
     local offset = redis.call('HINCRBY', KEYS[2], 'e' .. partition, 1) - 1
@@ -48,5 +49,8 @@ end
 if producer ~= '' then
     redis.call('HSET', KEYS[3], producer,
         cjson.encode({sequence = sequence, placed = placed, at = now}))
+end
+if #placed > 0 then
+    redis.call('PUBLISH', ARGV[5], '1')
 end
 return {'ok', cjson.encode(placed)}

@@ -1,0 +1,79 @@
+"""Topics on Redis as other Redis clients see them, and a Redis client that a cancel
+always stops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio
+
+from conveyor import open_broker
+from conveyor.assignors import TopicPartition
+from conveyor.brokers.redis.broker import RedisBroker
+from conveyor.brokers.stream_types import ProducerRecord, TopicSpec
+from tests.backend_urls import BACKENDS, REDIS_URL
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[RedisBroker]:
+    """A Redis broker under a key prefix of this test's own on the shared server."""
+    instance = open_broker(BACKENDS["redis"](tmp_path))
+    assert isinstance(instance, RedisBroker)
+    await instance.connect()
+    try:
+        yield instance
+    finally:
+        await instance.close()
+
+
+@pytest.fixture
+async def plain() -> AsyncIterator[redis.asyncio.Redis]:
+    """A plain redis-py client of the same server, as another application would use."""
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_xrange_on_a_partition_shows_each_record_under_its_offset_with_readable_fields(
+    broker: RedisBroker, plain: redis.asyncio.Redis
+) -> None:
+    await broker.create_topic(TopicSpec("clicks", partitions=2))
+    records = [
+        ProducerRecord(b'{"page": 1}', key=b"alice", headers={"source": "web"}, partition=1),
+        ProducerRecord(None, key=b"bob", timestamp=1_700_000_000.5, partition=1),
+    ]
+    placed = await broker.produce("clicks", records)
+    assert [m.offset for m in placed] == [0, 1]
+    entries = await plain.xrange(f"{broker.endpoint.options.prefix}log:clicks:1")
+    assert [entry_id for entry_id, _ in entries] == [b"1-0", b"2-0"]
+    first, tombstone = (fields for _, fields in entries)
+    assert first[b"value"] == b'{"page": 1}' and first[b"key"] == b"alice"
+    assert json.loads(first[b"headers"]) == {"source": "web"}
+    assert b"value" not in tombstone and tombstone[b"timestamp"] == b"1700000000500"
+
+
+async def test_a_cancelled_reader_always_stops_however_often_it_is_cancelled(
+    broker: RedisBroker,
+) -> None:
+    # Cancels land at every point of a command's send and read; each must end the task.
+    await broker.create_topic(TopicSpec("idle"))
+    positions = {TopicPartition("idle", 0): 0}
+
+    async def read_for_ever() -> None:
+        while True:
+            await broker.fetch(positions)
+
+    for steps in range(300):
+        task = asyncio.create_task(read_for_ever())
+        for _ in range(steps % 30):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=5)
+        assert done, f"a cancel after {steps % 30} loop steps was lost"
+        assert task.cancelled()
