@@ -10,6 +10,7 @@ import pytest
 
 from conveyor import Broker, Capability, ExchangeSpec, Message, QueueSpec
 from conveyor.brokers.stream_types import (
+    CleanupPolicy,
     OffsetCommit,
     ProducerBatch,
     ProducerRecord,
@@ -50,6 +51,9 @@ def _delivery(name: str) -> Delivery:
     return Delivery(Message(b"x", routing_key=name), name, 1, None, None, 0)
 
 
+COMPACTED = TopicConfig(cleanup_policy=CleanupPolicy.COMPACT)
+
+
 def _representative(broker: Broker, capability: Capability, name: str) -> Awaitable[object]:
     """One call that only a backend declaring ``capability`` may accept."""
     calls: dict[Capability, Callable[[], Awaitable[object]]] = {
@@ -72,11 +76,7 @@ def _representative(broker: Broker, capability: Capability, name: str) -> Awaita
         Capability.REPLAY: lambda: broker.create_topic(TopicSpec(name)),
         Capability.RETENTION: lambda: broker.enforce_retention(),
         Capability.COMPACTION: (
-            (
-                lambda: broker.create_topic(
-                    TopicSpec(name, config=TopicConfig(cleanup_policy="compact"))
-                )
-            )
+            (lambda: broker.create_topic(TopicSpec(name, config=COMPACTED)))
             if Capability.RETENTION in broker.capabilities
             else lambda: broker.enforce_retention()
         ),

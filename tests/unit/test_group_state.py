@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conveyor.assignors import TopicPartition
-from conveyor.brokers.stream_types import OffsetCommit
 from conveyor.brokers.group_state import GroupState
+from conveyor.brokers.stream_types import OffsetCommit
 from conveyor.errors import ConfigError, MemberFenced, PartitionNotFound, TopicNotFound
 
 COUNTS = {"orders": 4}
@@ -29,9 +29,11 @@ def test_a_new_member_owns_moved_partitions_only_after_the_old_owner_releases_th
     group = GroupState("g")
     group.join(["orders"], "a", TIMEOUT, "range", 0, COUNTS)
     joined = group.join(["orders"], "b", TIMEOUT, "range", 1, COUNTS)
-    assert joined.assigned == orders(2, 3) and joined.owned == ()
+    assert joined.assigned == orders(2, 3)
+    assert joined.owned == ()
     old = group.heartbeat("a", [], 2, COUNTS)
-    assert old.assigned == orders(0, 1) and old.revoked == orders(2, 3)
+    assert old.assigned == orders(0, 1)
+    assert old.revoked == orders(2, 3)
     group.heartbeat("a", (*old.revoked, TopicPartition("orders", 9)), 3, COUNTS)
     assert group.heartbeat("b", [], 4, COUNTS).owned == orders(2, 3)
 
@@ -60,14 +62,16 @@ def test_joining_an_unknown_topic_changes_nothing() -> None:
     group = GroupState("g")
     with pytest.raises(TopicNotFound):
         group.join(["nope"], "a", TIMEOUT, "range", 0, COUNTS)
-    assert group.members == {} and group.generation == 0
+    assert group.members == {}
+    assert group.generation == 0
 
 
 def test_added_partitions_start_a_new_generation_on_the_next_heartbeat() -> None:
     group = GroupState("g")
     group.join(["orders"], "a", TIMEOUT, "range", 0, COUNTS)
     membership = group.heartbeat("a", [], 1, {"orders": 6})
-    assert membership.generation == 2 and membership.owned == orders(0, 1, 2, 3, 4, 5)
+    assert membership.generation == 2
+    assert membership.owned == orders(0, 1, 2, 3, 4, 5)
 
 
 def test_leaving_hands_partitions_over_at_once() -> None:
@@ -121,9 +125,11 @@ def test_describe_leaves_out_silent_members_and_reports_lag() -> None:
     info = group.describe(TIMEOUT + 1, {TopicPartition("orders", 0): 3}, lambda tp: 10)
     assert [m.member_id for m in info.members] == ["b"]
     assert info.members[0].owned == ()  # "a" never released them
-    assert {p.owner for p in info.partitions} == {None} and info.partitions[0].lag == 7
+    assert {p.owner for p in info.partitions} == {None}
+    assert info.partitions[0].lag == 7
     assert group.describe(1, {}, lambda tp: 0).members[0].owned == orders(0, 1, 2, 3)
-    assert info.lag == 7 + 3 * 10 and info.state == "PreparingRebalance"
+    assert info.lag == 7 + 3 * 10
+    assert info.state == "PreparingRebalance"
 
 
 def test_a_deleted_topic_is_forgotten_and_a_group_with_members_cannot_be_deleted() -> None:
@@ -131,7 +137,8 @@ def test_a_deleted_topic_is_forgotten_and_a_group_with_members_cannot_be_deleted
     group.join(["orders"], "a", TIMEOUT, "range", 0, COUNTS)
     before = group.copy()
     group.forget_topics({})
-    assert group.partitions == {} and before.partitions
+    assert group.partitions == {}
+    assert before.partitions
     with pytest.raises(ConfigError, match="active members"):
         group.check_deletable(1)
     group.check_deletable(TIMEOUT + 1)

@@ -216,7 +216,9 @@ def test_place_honours_a_chosen_partition_then_the_key_then_sticks_for_one_call(
     sticky = StickyPartitioner(random.Random(7))
     records = [Placed(partition=2), Placed(key=b"k"), Placed(), Placed()]
     first = sticky.place("t", records, 3)
-    assert first[0] == 2 and first[1] == partition_for_key(b"k", 3) and first[2] == first[3]
+    assert first[0] == 2
+    assert first[1] == partition_for_key(b"k", 3)
+    assert first[2] == first[3]
     assert sticky.place("t", [Placed()], 3) != [first[2]]
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, ExchangeNotFound, Unroutable
 from conveyor.routing import (
     ExchangeType,
     Route,
@@ -16,6 +17,7 @@ from conveyor.routing import (
     check_topic_pattern,
     headers_match,
     matching_queues,
+    route,
     topic_matches,
 )
 
@@ -161,3 +163,40 @@ def test_exchange_types_pick_their_queues() -> None:
     assert matching_queues(ExchangeType.TOPIC, routes, "order.created", {}) == {"q1", "q2", "q3"}
     assert matching_queues(ExchangeType.TOPIC, routes, "user.created", {}) == {"q3"}
     assert matching_queues(ExchangeType.HEADERS, routes, "", {"region": "eu"}) == {"q1", "q3"}
+
+
+@dataclass
+class Exchange:
+    type: ExchangeType | None
+    routes: tuple[Route, ...] = ()
+    alternate: str | None = None
+
+
+EXCHANGES = {
+    "": Exchange(None),
+    "orders": Exchange(ExchangeType.DIRECT, (Route("paid", "paid"),), alternate="spill"),
+    "spill": Exchange(ExchangeType.FANOUT, (Route("unrouted", ""),)),
+    "ping": Exchange(ExchangeType.DIRECT, alternate="pong"),
+    "pong": Exchange(ExchangeType.DIRECT, alternate="ping"),
+    "lost": Exchange(ExchangeType.DIRECT, alternate="nowhere"),
+}
+QUEUES = {"paid", "unrouted"}
+
+
+def test_route_follows_alternates_until_a_queue_takes_the_message() -> None:
+    assert route(EXCHANGES, QUEUES, "orders", "paid", {}, mandatory=False) == (["paid"], None)
+    assert route(EXCHANGES, QUEUES, "orders", "refunded", {}, mandatory=True) == (
+        ["unrouted"],
+        None,
+    )
+    assert route(EXCHANGES, QUEUES, "", "paid", {}, mandatory=False) == (["paid"], None)
+
+
+def test_route_counts_a_cycle_or_a_missing_alternate_as_unroutable() -> None:
+    assert route(EXCHANGES, QUEUES, "ping", "x", {}, mandatory=False) == ([], "ping")
+    assert route(EXCHANGES, QUEUES, "lost", "x", {}, mandatory=False) == ([], "lost")
+    assert route(EXCHANGES, QUEUES, "", "no-such-queue", {}, mandatory=False) == ([], "")
+    with pytest.raises(Unroutable):
+        route(EXCHANGES, QUEUES, "ping", "x", {}, mandatory=True)
+    with pytest.raises(ExchangeNotFound):
+        route(EXCHANGES, QUEUES, "missing", "x", {}, mandatory=False)
