@@ -8,6 +8,7 @@ import re
 import time
 
 import httpx
+import pytest
 
 from conveyor import QueueSpec
 from conveyor.app import App
@@ -165,6 +166,7 @@ async def test_purging_through_the_form_empties_the_dead_letter_queue(app: App) 
     assert (await (await app.abroker()).queue_stats("mail.dlq")).depth == 0
 
 
+@pytest.mark.parametrize("app", ["sqlite", "redis"], indirect=True)
 async def test_topics_show_partition_offsets_and_groups_their_lag(app: App) -> None:
     await app.acreate_topic("orders", partitions=2)
     for number in range(5):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conveyor.app import App
 from conveyor.assignors import TopicPartition
 from conveyor.brokers.stream_types import OffsetCommit
 from tests.integration.server_support import error_of, serve
+
+pytestmark = pytest.mark.parametrize("app", ["sqlite", "redis"], indirect=True)
 
 
 async def test_producing_appends_records_and_answers_where_they_landed(app: App) -> None:
