@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import redis.asyncio
 from conveyor import open_broker
 from conveyor.assignors import TopicPartition
 from conveyor.brokers.redis.broker import RedisBroker
-from conveyor.brokers.stream_types import ProducerRecord, TopicSpec
+from conveyor.brokers.stream_types import ProducerRecord, TopicConfig, TopicSpec
 from tests.backend_urls import BACKENDS, REDIS_URL
 
 
@@ -79,3 +80,22 @@ async def test_a_cancelled_reader_always_stops_however_often_it_is_cancelled(
         done, _ = await asyncio.wait([task], timeout=5)
         assert done, f"a cancel after {steps % 30} loop steps was lost"
         assert task.cancelled()
+
+
+async def test_retention_runs_in_the_background_of_a_producing_process(tmp_path: Path) -> None:
+    broker = open_broker(BACKENDS["redis"](tmp_path) + "&retention_interval=0.2")
+    await broker.connect()
+    try:
+        await broker.create_topic(TopicSpec("audit", config=TopicConfig(retention=3600)))
+        old = time.time() - 7200
+        await broker.produce("audit", [ProducerRecord(b"old", timestamp=old)] * 3)
+        deadline = time.monotonic() + 10
+        while (await broker.describe_topic("audit")).partitions[0].start < 3:
+            assert time.monotonic() < deadline, "no background pass removed the old records"
+            await asyncio.sleep(0.25)
+            await broker.produce("audit", [ProducerRecord(b"new")])
+        (log,) = (await broker.describe_topic("audit")).partitions
+        assert log.start == 3
+        assert log.records == log.end - 3
+    finally:
+        await broker.close()

@@ -9,7 +9,6 @@ compaction run in the background as short transactions, at most every
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor.brokers.embedded import groups, retention, streams, wakeup
 from conveyor.brokers.embedded.rows import now_ms
+from conveyor.brokers.retention_timer import RetentionTimer
 from conveyor.brokers.stream_types import (
     GroupInfo,
     Membership,
@@ -34,7 +34,7 @@ from conveyor.brokers.stream_types import (
     check_max_records,
 )
 from conveyor.brokers.types import seconds
-from conveyor.errors import ConfigError, ConveyorError
+from conveyor.errors import ConfigError
 from conveyor.partitioner import StickyPartitioner
 
 if TYPE_CHECKING:
@@ -50,8 +50,7 @@ class StreamMethods:
     """Needs ``_database()``, ``_notifier`` and ``options`` from the broker it is mixed into."""
 
     _notifier: wakeup.Notifier
-    _retention_due: float = 0.0
-    _retention_task: asyncio.Task[None] | None = None
+    _retention_timer: RetentionTimer | None = None
 
     def _database(self) -> Database:
         raise NotImplementedError
@@ -205,26 +204,13 @@ class StreamMethods:
         return RetentionReport(deleted, compacted, tombstones)
 
     def _schedule_retention(self) -> None:
-        now = time.monotonic()
-        if not self._retention_due:
-            self._retention_due = now + self._retention_interval
-        if now < self._retention_due or (
-            self._retention_task is not None and not self._retention_task.done()
-        ):
-            return
-        self._retention_due = now + self._retention_interval
-        self._retention_task = asyncio.get_running_loop().create_task(self._background_retention())
-
-    async def _background_retention(self) -> None:
-        with contextlib.suppress(ConveyorError):
-            await self.enforce_retention()
+        if self._retention_timer is None:
+            self._retention_timer = RetentionTimer(self._retention_interval, self.enforce_retention)
+        self._retention_timer.appended()
 
     async def _stop_retention(self) -> None:
-        if self._retention_task is not None:
-            self._retention_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConveyorError):
-                await self._retention_task
-            self._retention_task = None
+        if self._retention_timer is not None:
+            await self._retention_timer.stop()
 
     # consumer groups
 

@@ -36,15 +36,17 @@ class RedisOptions:
         connect_timeout: seconds to connect and hear PING answered before giving up.
         timeout: seconds one command may take before the server counts as unreachable.
         db: the database number, for ``unix://`` sockets (``redis://`` has it as its path).
+        retention_interval: seconds between the background retention passes of topics.
     """
 
     prefix: str = "conveyor:"
     connect_timeout: float = 5.0
     timeout: float = 10.0
     db: int | None = None
+    retention_interval: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("connect_timeout", "timeout"):
+        for name in ("connect_timeout", "timeout", "retention_interval"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"Redis URL option {name} must be > 0 seconds, not {value}")

@@ -30,6 +30,7 @@ from conveyor.brokers.capabilities import Capability
 from conveyor.brokers.redis import scripts
 from conveyor.brokers.redis.connection import answer
 from conveyor.brokers.redis.scripts import Call
+from conveyor.brokers.retention_timer import RetentionTimer
 from conveyor.brokers.stream_types import (
     OffsetCommit,
     PartitionInfo,
@@ -48,7 +49,6 @@ from conveyor.brokers.stream_types import (
 from conveyor.brokers.types import as_float, seconds
 from conveyor.errors import (
     ConfigError,
-    ConveyorError,
     DecodeError,
     OffsetOutOfRange,
     SequenceError,
@@ -63,7 +63,6 @@ RETENTION_STEP = 5_000
 """Records one retention script removes: a script holds the server while it runs."""
 SCAN_STEP = 10_000
 """Records one script looks at when finding an offset by time."""
-RETENTION_INTERVAL = 10.0
 PRODUCER_EXPIRY_MS = 7 * 86_400_000
 NO_HEADERS: Mapping[str, str] = {}
 
@@ -144,8 +143,7 @@ def _append_args(
 class RedisTopics:
     """Topics, records, offsets and retention, on Redis Streams."""
 
-    _retention_due: float = 0.0
-    _retention_task: asyncio.Task[None] | None = None
+    _retention_timer: RetentionTimer | None = None
     _sticky_partitioner: StickyPartitioner | None = None
 
     if TYPE_CHECKING:  # RedisBroker has them
@@ -435,27 +433,14 @@ class RedisTopics:
                     await answer(connection.text.hdel(keys.producers, producer))
 
     def _schedule_retention(self) -> None:
-        """A retention pass at most every RETENTION_INTERVAL, started by whoever appends."""
-        now = time.monotonic()
-        if not self._retention_due:
-            self._retention_due = now + RETENTION_INTERVAL
-        if now < self._retention_due or (
-            self._retention_task is not None and not self._retention_task.done()
-        ):
-            return
-        self._retention_due = now + RETENTION_INTERVAL
-        self._retention_task = asyncio.get_running_loop().create_task(self._background_retention())
-
-    async def _background_retention(self) -> None:
-        with contextlib.suppress(ConveyorError):
-            await self.enforce_retention()
+        if self._retention_timer is None:
+            interval = self._running().endpoint.options.retention_interval
+            self._retention_timer = RetentionTimer(interval, self.enforce_retention)
+        self._retention_timer.appended()
 
     async def _stop_retention(self) -> None:
-        task, self._retention_task = self._retention_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConveyorError):
-                await task
+        if self._retention_timer is not None:
+            await self._retention_timer.stop()
 
 
 def _placements(
