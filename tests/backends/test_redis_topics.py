@@ -15,7 +15,7 @@ import redis.asyncio
 from conveyor import open_broker
 from conveyor.assignors import TopicPartition
 from conveyor.brokers.redis.broker import RedisBroker
-from conveyor.brokers.stream_types import ProducerRecord, TopicConfig, TopicSpec
+from conveyor.brokers.stream_types import OffsetCommit, ProducerRecord, TopicConfig, TopicSpec
 from tests.backend_urls import BACKENDS, REDIS_URL
 
 
@@ -99,3 +99,20 @@ async def test_retention_runs_in_the_background_of_a_producing_process(tmp_path:
         assert log.records == log.end - 3
     finally:
         await broker.close()
+
+
+async def test_deleting_a_topic_forgets_the_groups_offsets_and_partitions_on_it(
+    broker: RedisBroker,
+) -> None:
+    await broker.create_topic(TopicSpec("orders", partitions=2))
+    await broker.create_topic(TopicSpec("refunds"))
+    await broker.produce("orders", [ProducerRecord(b"x", partition=1)])
+    offsets = {TopicPartition("orders", 1): 1, TopicPartition("refunds", 0): 0}
+    await broker.commit_offsets(OffsetCommit("audit", offsets))
+    member = await broker.join_group("readers", ["orders"], session_timeout=30)
+    assert len(member.owned) == 2
+    await broker.delete_topic("orders")
+    await broker.create_topic(TopicSpec("orders", partitions=2))
+    assert await broker.committed_offsets("audit") == {TopicPartition("refunds", 0): 0}
+    assert (await broker.describe_group("readers")).partitions == ()
+    assert (await broker.heartbeat_group("readers", member.member_id)).owned == member.owned
