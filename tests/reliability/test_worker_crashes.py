@@ -320,6 +320,45 @@ async def test_two_live_workers_run_each_job_exactly_once(setting: Setting) -> N
     assert await setting.statuses(job_ids) == {JobStatus.SUCCEEDED: total}
 
 
+# 1b. SIGSTOP past the lease, then SIGCONT
+
+PAUSED_TOTAL = 200
+
+
+@pytest.mark.parametrize("setting", ["sqlite", "redis"], indirect=True)
+async def test_a_worker_paused_past_its_leases_starts_none_of_the_jobs_it_held(
+    setting: Setting,
+) -> None:
+    # One thread and a deep prefetch: the worker holds a long chunk of jobs in hand, and
+    # the ones it had not started when paused were given to the second worker meanwhile.
+    job_ids = await setting.enqueue_records(PAUSED_TOTAL, pause=0.03)
+    options = ("--concurrency", "1", "--prefetch", "50")
+    first = await setting.children.worker("first", *options)
+
+    async def running() -> bool:
+        return len(setting.runs()) >= 10
+
+    await setting.until(running, timeout=30, what="the first worker to run jobs")
+    first.signal(signal.SIGSTOP)
+    before_pause = {job_id for job_id, _ in setting.runs().entries}
+    second = await setting.children.worker("second", *options)
+    await asyncio.sleep(LEASE_TIMEOUT * 3)  # the paused worker's leases lapse
+    first.signal(signal.SIGCONT)
+    await setting.until(lambda: setting.all_ran(job_ids), timeout=60, what="every job to run")
+    await setting.stop(first, within=10)
+    await setting.stop(second, within=10)
+
+    runs = setting.runs(complete=True)
+    assert runs.job_ids() == set(job_ids)
+    assert await setting.statuses(job_ids) == {JobStatus.SUCCEEDED: PAUSED_TOTAL}
+    attempts = await setting.attempts(job_ids)
+    assert any(n > 1 for n in attempts.values()), "no lease lapsed during the pause"
+    # A job runs twice only if the paused worker had started it: it was running when the
+    # pause came (one thread: at most one) or had run and was not yet settled.
+    started_after_pause = set(runs.duplicates()) - before_pause
+    assert len(started_after_pause) <= 1, sorted(started_after_pause)
+
+
 # 2. SIGTERM: a graceful stop
 
 

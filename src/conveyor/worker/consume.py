@@ -476,6 +476,8 @@ class Worker:
         outcomes = await self._threads.run_chunk(bound, self._thread_stop)
         for (job, _, _), (succeeded, value) in zip(calls, outcomes, strict=False):
             assert job.task is not None
+            if value is _NOT_STARTED:
+                continue
             timeout = job.task.options.timeout
             if timeout is not None and job.elapsed > timeout:
                 job.settlement = self._failed(job, TaskTimeout(job.task.name, timeout))
@@ -670,6 +672,9 @@ async def _release(broker: Broker, deliveries: Sequence[Delivery]) -> None:
             await broker.nack(delivery, requeue=True)
 
 
+_NOT_STARTED = object()
+
+
 def _bind(
     job: _Job,
     context: tuple[Worker, Delivery],
@@ -677,9 +682,15 @@ def _bind(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Callable[[], Any]:
-    """The call a worker thread makes; it times the call itself, not the chunk it is in."""
+    """The call a worker thread makes; it times the call itself, not the chunk it is in.
+
+    A job whose lease lapsed while it waited in the chunk (the process was paused, or the
+    calls before it ran long) is not started: the queue may have given it to another worker.
+    """
 
     def call() -> Any:
+        if job.delivery.lease_lapsed(time.time()):
+            return _NOT_STARTED
         job.started_at = time.time()
         job.started_monotonic = time.monotonic()
         token = current_job.set(context)
