@@ -1,3 +1,3 @@
-from conveyor.cli import main
+from conveyor.cli import run
 
-raise SystemExit(main())
+raise SystemExit(run())

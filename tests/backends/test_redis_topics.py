@@ -116,3 +116,21 @@ async def test_deleting_a_topic_forgets_the_groups_offsets_and_partitions_on_it(
     assert await broker.committed_offsets("audit") == {TopicPartition("refunds", 0): 0}
     assert (await broker.describe_group("readers")).partitions == ()
     assert (await broker.heartbeat_group("readers", member.member_id)).owned == member.owned
+
+
+async def test_a_cancel_requested_before_a_command_is_delivered_not_lost(
+    broker: RedisBroker,
+) -> None:
+    # As Ctrl-C does: asyncio.run cancels the main task while it runs code between awaits.
+    async def cancelled_then_commands() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        for _ in range(100):
+            await broker.list_topics()
+
+    for attempt in range(50):
+        task = asyncio.create_task(cancelled_then_commands())
+        done, _ = await asyncio.wait([task], timeout=5)
+        assert done, f"attempt {attempt}: the cancel was lost"
+        assert task.cancelled(), f"attempt {attempt}: the commands ran on after the cancel"

@@ -276,7 +276,14 @@ def test_ctrl_c_stops_a_group_consumer_that_commits_and_leaves(cli: Cli) -> None
     _fill(cli, count=6)
     command = [sys.executable, "-m", "conveyor", "consume", "--topic", "events", "--group", "g",
                "--from-beginning", "--broker", cli.url]  # fmt: skip
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as a shell starts a background job: the child must install its own SIGINT handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     assert child.stdout is not None
     lines = [child.stdout.readline() for _ in range(6)]
     child.send_signal(signal.SIGINT)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -89,6 +90,17 @@ def parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(f"conveyor.cli.{name}").add_parser(commands)
     return root
+
+
+def run() -> int:
+    """The ``conveyor`` command, in a process of its own.
+
+    Ctrl-C is SIGINT raising KeyboardInterrupt, which a process started in the background
+    by a shell (or by anything that ignores SIGINT) would otherwise inherit as ignored, and
+    ``conveyor consume`` or ``conveyor logs`` would not stop.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return main()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -124,13 +124,23 @@ class Endpoint:
             raise BrokerError(f"Redis at {self.shown} refused: {self.scrub(str(exc))}") from None
 
 
-class _CancelSafeSend:
-    """Sends a command under ``asyncio.timeout``. redis-py sends under ``asyncio.wait_for``,
-    which on Python 3.11 drops a cancel that arrives as the send completes: a consumer
-    stopped by Ctrl-C would then poll on for ever."""
+class _CancelSafe:
+    """redis-py's connection, without the two places where it loses a cancel on Python 3.11
+    (a consumer stopped by Ctrl-C would then poll on for ever):
+
+    - it sends under ``asyncio.wait_for``, which drops a cancel that arrives as the send
+      completes; this sends under ``asyncio.timeout``;
+    - checking a connection out of the pool reads under a zero timeout, which turns a
+      cancel requested just before into a TimeoutError that redis-py takes for "nothing to
+      read"; a cancel already requested is delivered first, here.
+    """
 
     socket_timeout: float | None
     _writer: Any
+
+    async def can_read_destructive(self) -> bool:
+        await asyncio.sleep(0)
+        return bool(await super().can_read_destructive())  # type: ignore[misc]
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         connection = cast(Any, self)
@@ -161,9 +171,9 @@ _CANCEL_SAFE: dict[type, type] = {}
 
 
 def _cancel_safe(base: type) -> type:
-    """``base`` (redis-py's TCP, TLS or Unix socket connection) with the send above."""
+    """``base`` (redis-py's TCP, TLS or Unix socket connection), made cancel-safe."""
     if base not in _CANCEL_SAFE:
-        _CANCEL_SAFE[base] = type(f"CancelSafe{base.__name__}", (_CancelSafeSend, base), {})
+        _CANCEL_SAFE[base] = type(f"CancelSafe{base.__name__}", (_CancelSafe, base), {})
     return _CANCEL_SAFE[base]
 
 
