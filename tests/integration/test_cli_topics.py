@@ -284,10 +284,14 @@ def test_ctrl_c_stops_a_group_consumer_that_commits_and_leaves(cli: Cli) -> None
         # as a shell starts a background job: the child must install its own SIGINT handler
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
-    assert child.stdout is not None
-    lines = [child.stdout.readline() for _ in range(6)]
-    child.send_signal(signal.SIGINT)
-    out, err = child.communicate(timeout=30)
+    try:
+        assert child.stdout is not None
+        lines = [child.stdout.readline() for _ in range(6)]
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+    finally:
+        child.kill()  # a consumer that did not stop must not outlive the test
+        child.wait()
     assert child.returncode == 130
     assert out == ""
     assert err.splitlines() == [f"conveyor: broker {cli.location}", "consumed 6 records"]
