@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conveyor import Capability, open_broker
 from conveyor.assignors import TopicPartition
 from conveyor.brokers.stream_types import CleanupPolicy, OffsetCommit, ProducerRecord, TopicSpec
 from conveyor.partitioner import partition_for_key
@@ -30,25 +31,27 @@ def cli(
 
 
 def test_create_list_describe_alter_and_delete_a_topic(cli: Cli) -> None:
+    compacts = Capability.COMPACTION in open_broker(cli.url).capabilities
+    policy = "compact,delete" if compacts else "delete"
     result = cli(
         "topics", "create", "clicks", "--partitions", "3",
         "--config", "retention=2d",
-        "--config", "cleanup_policy=compact,delete,retention_bytes=10MiB",
+        "--config", f"cleanup_policy={policy},retention_bytes=10MiB",
     )  # fmt: skip
     assert (result.code, result.out) == (0, "created topic 'clicks' with 3 partitions\n")
     (spec,) = cli.broker(lambda b: b.list_topics())
     assert spec.partitions == 3
     assert spec.config.retention == 2 * 86400
-    assert spec.config.cleanup_policy is CleanupPolicy.COMPACT_DELETE
+    assert spec.config.cleanup_policy is CleanupPolicy(policy)
     assert spec.config.retention_bytes == 10 * 1024 * 1024
     again = cli("topics", "create", "clicks", "--partitions", "3", "--config", "retention=48h,"
-                "cleanup_policy=compact,delete,retention_bytes=10485760", "--json")  # fmt: skip
+                f"cleanup_policy={policy},retention_bytes=10485760", "--json")  # fmt: skip
     assert again.json()["created"] is False
 
     cli("produce", "clicks", "--key-separator", ":", stdin="u1:home\nu2:cart\nu1:buy\n")
     assert cli("topics", "list").table() == [
         ["NAME", "PARTITIONS", "RECORDS", "BYTES", "CLEANUP", "RETENTION"],
-        ["clicks", "3", "3", "17", "compact,delete", "2d"],  # u1home u2cart u1buy
+        ["clicks", "3", "3", "17", policy, "2d"],  # u1home u2cart u1buy
     ]
     (listed,) = cli("topics", "list", "--json").json()
     assert (listed["name"], listed["partitions"], listed["records"]) == ("clicks", 3, 3)
@@ -61,7 +64,7 @@ def test_create_list_describe_alter_and_delete_a_topic(cli: Cli) -> None:
     data = cli("topics", "describe", "clicks", "--json").json()
     assert data["partitions"] == 3
     assert sum(p["records"] for p in data["by_partition"]) == 3
-    assert data["config"]["cleanup_policy"] == "compact,delete"
+    assert data["config"]["cleanup_policy"] == policy
 
     altered = cli("topics", "alter", "clicks", "--partitions", "4", "--config", "retention=forever",
                   "--delete-config", "cleanup_policy")  # fmt: skip
@@ -298,3 +301,21 @@ def test_ctrl_c_stops_a_group_consumer_that_commits_and_leaves(cli: Cli) -> None
     assert sorted(json.loads(line)["value"] for line in lines) == [f"v{i}" for i in range(6)]
     assert sum(cli.broker(lambda b: b.committed_offsets("g")).values()) == 6
     assert cli("groups", "describe", "g", "--json").json()["state"] == "Empty"
+
+
+@pytest.fixture
+def redis_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Cli:
+    return Cli(BACKENDS["redis"](tmp_path), capsys, monkeypatch)
+
+
+def test_a_compacted_topic_where_the_backend_cannot_compact_is_one_line(
+    redis_cli: Cli,
+) -> None:
+    result = redis_cli("topics", "create", "users", "--config", "cleanup_policy=compact")
+    assert result.code == 1
+    assert result.err.splitlines()[-1].startswith(
+        "conveyor: error: the redis broker does not support compaction"
+    )
+    assert redis_cli.broker(lambda b: b.list_topics()) == []
