@@ -28,12 +28,17 @@ from conveyor.errors import ConfigError, MemberFenced
 class _Loaded:
     """A group as read, to write back only what a step changed."""
 
-    def __init__(self, connection: sqlite3.Connection, group_id: int, state: GroupState) -> None:
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        group_id: int,
+        state: GroupState,
+        topics: dict[int, streams.StoredTopic],
+    ) -> None:
         self.connection = connection
         self.group_id = group_id
         self.state = state
         self.before = state.copy()
-        topics = streams.topics_by_id(connection)
         self.ids = {t.spec.name: t.id for t in topics.values()}
         self.counts: PartitionCounts = {t.spec.name: t.spec.partitions for t in topics.values()}
 
@@ -94,7 +99,8 @@ def _load(
         connection.execute("INSERT INTO groups (name, assignor) VALUES (?, ?)", (name, create))
         return _load(connection, name)
     group_id, generation, assignor_name = row
-    names = {t.id: t.spec.name for t in streams.topics_by_id(connection).values()}
+    topics = streams.topics_by_id(connection)
+    names = {t.id: t.spec.name for t in topics.values()}
     members = {
         member_id: MemberState(tuple(json.loads(topics)), member_generation, timeout, heartbeat)
         for member_id, topics, member_generation, timeout, heartbeat in connection.execute(
@@ -113,7 +119,7 @@ def _load(
         if topic_id in names
     }
     state = GroupState(name, assignor_name, generation, members, partitions)
-    return _Loaded(connection, group_id, state)
+    return _Loaded(connection, group_id, state, topics)
 
 
 def _member(connection: sqlite3.Connection, name: str, member_id: str) -> _Loaded:
