@@ -611,7 +611,75 @@ async def test_cli_autoscale_starts_the_maximum_for_a_deep_queue(setting: Settin
     assert set(job_ids) >= ran
 
 
-# 6. The worker registry
+# 6. Orphans: a SIGKILLed parent's processes stop by themselves
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by init) counts as gone
+    with contextlib.suppress(FileNotFoundError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    return False
+
+
+async def _gone(pids: set[int], setting: Setting, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} still running 30 s after their parent was killed")
+        await asyncio.sleep(0.1)
+
+
+async def test_workers_of_a_sigkilled_supervisor_stop_by_themselves(setting: Setting) -> None:
+    supervisor = await setting.children.worker("supervisor", "--processes", "2")
+
+    async def both_registered() -> bool:
+        return len(await setting.workers()) == 2
+
+    await setting.until(both_registered, timeout=30, what="both workers to register")
+    workers = {info.pid for info in await setting.workers()}
+    try:
+        assert supervisor.pid not in workers
+        supervisor.signal(signal.SIGKILL)  # the supervisor alone, not its workers' sessions
+        await _gone(workers, setting, "the supervisor's workers")
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert await setting.workers() == [], "a worker stopped without leaving the registry"
+
+
+def process_sleeper(pid_file: str, seconds: float) -> None:
+    """The signature of the task of tests/reliability/app.py, to send it from here."""
+
+
+async def test_the_child_of_a_process_task_stops_when_its_worker_is_sigkilled(
+    setting: Setting, tmp_path: Path
+) -> None:
+    sleeper = setting.client.task(
+        name="reliability.process_sleeper", executor="process", timeout=600
+    )(process_sleeper)
+    pid_file = tmp_path / "task.pid"
+    await sleeper.adelay(str(pid_file), 900)
+    worker = await setting.children.worker("worker")
+    await setting.until(
+        lambda: asyncio.sleep(0, pid_file.exists()), timeout=30, what="the task to start"
+    )
+    child = int(pid_file.read_text())
+    try:
+        assert _alive(child)
+        worker.signal(signal.SIGKILL)
+        assert await worker.exit_code(5) == -signal.SIGKILL
+        await _gone({child}, setting, "the process task's child")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+# 7. The worker registry
 
 
 async def test_worker_registry_shows_live_workers_and_forgets_stopped_ones(

@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -138,9 +139,21 @@ class _Child:
         self.connection.close()
 
 
+PARENT_CHECK_INTERVAL = 0.5
+
+
+def exit_with_parent(parent: int) -> None:
+    """Leave the process at once when ``parent`` is no longer its parent (it died: a SIGKILL
+    gives it no chance to stop its children), even in the middle of a task."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_INTERVAL)
+    os._exit(1)
+
+
 def _child_main(connection: Connection) -> None:
     """A child's loop: import the task, decode its arguments, run it, send back the outcome."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
     while True:
         try:
             module, qualname, payload = connection.recv()

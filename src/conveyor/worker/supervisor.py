@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import os
 import signal
 import sys
 import time
@@ -18,6 +20,9 @@ from dataclasses import dataclass
 from conveyor.app import App
 from conveyor.worker.autoscale import AutoscaleRules, decide
 from conveyor.worker.consume import Worker, WorkerCounts
+from conveyor.worker.executors import PARENT_CHECK_INTERVAL
+
+log = logging.getLogger("conveyor.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +59,29 @@ async def run_worker(app: App, options: WorkerOptions) -> WorkerCounts:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    watch = None
+    if supervisor is not None and supervisor.isdigit():
+        watch = loop.create_task(_stop_without(int(supervisor), worker))
     try:
         return await worker.run()
     finally:
+        if watch is not None:
+            watch.cancel()
         await app.aclose()
+
+
+SUPERVISOR_ENV = "CONVEYOR_SUPERVISOR_PID"
+"""Set for a supervisor's workers: the supervisor's pid, which they stop without."""
+
+
+async def _stop_without(supervisor: int, worker: Worker) -> None:
+    """Stop the worker, as SIGTERM would, once its supervisor is gone (a SIGKILLed
+    supervisor cannot forward signals), so that no worker runs on orphaned."""
+    while os.getppid() == supervisor:
+        await asyncio.sleep(PARENT_CHECK_INTERVAL)
+    log.warning("the supervisor (pid %d) is gone; stopping", supervisor)
+    worker.stop()
 
 
 YOUNG_GENERATION_THRESHOLD = 10_000
@@ -134,7 +158,11 @@ class Supervisor:
             arguments = self.options.child_arguments()
             # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which
             # forwards it once, so a first Ctrl-C drains instead of aborting.
-            child = await asyncio.create_subprocess_exec(*arguments, start_new_session=True)
+            child = await asyncio.create_subprocess_exec(
+                *arguments,
+                start_new_session=True,
+                env={**os.environ, SUPERVISOR_ENV: str(os.getpid())},
+            )
             self.children.append(child)
         for child in self.children[self.target :]:
             child.send_signal(signal.SIGTERM)  # graceful: it finishes what it runs
