@@ -45,7 +45,7 @@ async def console(app: App, **settings: Any) -> AsyncIterator[httpx.AsyncClient]
     server = create_server(app, config)
     mount_console(server, app, config)  # does nothing once create_server mounts it itself
     transport = httpx.ASGITransport(app=server)
-    async with httpx.AsyncClient(transport=transport, base_url="http://conveyor.test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         yield client
 
 

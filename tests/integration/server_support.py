@@ -27,7 +27,7 @@ async def serve(
     transport = httpx.ASGITransport(app=server, raise_app_exceptions=raise_errors)
     headers = AUTH if authorized and options["token"] else {}
     async with httpx.AsyncClient(
-        transport=transport, base_url="http://conveyor.test", headers=headers
+        transport=transport, base_url="http://localhost", headers=headers
     ) as client:
         yield client
 

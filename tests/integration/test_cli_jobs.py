@@ -214,7 +214,9 @@ def test_json_listings_print_what_the_http_api_answers(
         server = create_server(served, ServerSettings(token=None, cache_seconds=0.0))
         transport = httpx.ASGITransport(app=server)
         try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://c.test") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://localhost"
+            ) as client:
                 return {path: (await client.get(path)).json() for path in asked}
         finally:
             await served.aclose()

@@ -181,7 +181,7 @@ async def test_charts_keep_their_history_when_the_server_and_app_restart(
         assert [value for _, value in series["mail"].depth] == [0.0, 4.0]
         assert len(series["mail"].published) == 1
         transport = httpx.ASGITransport(app=server)
-        async with httpx.AsyncClient(transport=transport, base_url="http://c.test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             text = await page(client, "/queues/mail")
         assert '<polyline class="line depth"' in text
         assert '<circle class="dot published"' in text

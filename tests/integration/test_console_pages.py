@@ -61,7 +61,7 @@ async def test_charts_draw_depth_and_rates_from_the_sampled_history(app: App) ->
     await asyncio.sleep(0.01)
     await history.sample()
     transport = httpx.ASGITransport(app=server)
-    async with httpx.AsyncClient(transport=transport, base_url="http://conveyor.test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         text = await page(client, "/queues/mail")
     assert '<polyline class="line depth"' in text
     assert '<circle class="dot published"' in text  # one rate so far: between the samples

@@ -170,3 +170,45 @@ def test_the_console_is_mounted_after_the_servers_middleware_and_once() -> None:
     count = len(server.user_middleware)
     mount_console(server, app, settings)
     assert len(server.user_middleware) == count
+
+
+async def test_a_loopback_server_answers_only_to_its_own_names(app: App) -> None:
+    # DNS rebinding: a page at evil.example resolves its name to 127.0.0.1, and the
+    # browser then sends "Host: evil.example" to the server on loopback.
+    register(app)
+    async with console(app, token=None) as client:
+        for path in ["/", "/dead-letters", "/api/queues", "/health"]:
+            refused = await client.get(path, headers={"Host": "evil.example:8000"})
+            assert refused.status_code == 400, path
+            assert refused.json()["error"]["type"] == "BadHost"
+        for name in ["localhost:8000", "127.0.0.1", "[::1]:8000"]:
+            assert (await client.get("/health", headers={"Host": name})).status_code == 200
+    async with console(app, token=None, allowed_hosts=("conveyor.internal",)) as client:
+        named = await client.get("/health", headers={"Host": "conveyor.internal"})
+        assert named.status_code == 200
+        assert (await client.get("/health")).status_code == 400  # localhost, no longer listed
+
+
+async def test_a_change_sent_by_a_page_of_another_origin_is_refused_and_changes_nothing(
+    app: App,
+) -> None:
+    register(app)
+    job_id = await dead_letter(app)
+    async with console(app) as client:
+        session = await logged_in(client)
+        form = {"csrf": session, "ids": job_id}
+        for origin in ["http://evil.example", "null", "http://localhost:9999"]:
+            refused = await client.post(
+                "/dead-letters/mail/purge", data=form, headers={"Origin": origin}
+            )
+            assert refused.status_code == 403, origin
+            api = await client.delete(
+                "/api/queues/mail/dead-letters",
+                headers={"Origin": origin, "Authorization": f"Bearer {TOKEN}"},
+            )
+            assert api.status_code == 403, origin
+        assert (await app.ajob(job_id)).status.value == "dead"
+        same = await client.post(
+            "/dead-letters/mail/purge", data=form, headers={"Origin": "http://localhost"}
+        )
+        assert same.status_code in (200, 303)

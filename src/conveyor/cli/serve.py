@@ -51,6 +51,15 @@ def add_parser(commands: Any) -> None:
         metavar="BYTES",
         help="largest request body (default 1 MiB, or $CONVEYOR_API_MAX_BODY_BYTES)",
     )
+    command.add_argument(
+        "--allowed-host",
+        action="append",
+        dest="allowed_hosts",
+        default=None,
+        metavar="NAME",
+        help="a name the server answers to, repeatable (default on loopback: loopback names; "
+        "or $CONVEYOR_ALLOWED_HOSTS, comma-separated)",
+    )
     logs.add_options(command)
     alerts = command.add_argument_group(
         "health thresholds", "/health reports degraded above any of these"
@@ -72,6 +81,7 @@ def settings_from(arguments: argparse.Namespace, environ: Mapping[str, str]) -> 
         host=arguments.host,
         port=arguments.port,
         max_body_bytes=arguments.max_body_bytes,
+        allowed_hosts=tuple(arguments.allowed_hosts) if arguments.allowed_hosts else None,
     )
     settings.check()
     return settings

@@ -19,7 +19,7 @@ from conveyor.errors import ConveyorError
 from conveyor.server import api_dead_letters, api_jobs, api_queues, api_streams, health, metrics
 from conveyor.server.console import mount_console
 from conveyor.server.errors import install_error_handlers
-from conveyor.server.security import BearerAuth, BodyLimit, bearer
+from conveyor.server.security import BearerAuth, BodyLimit, TrustedHosts, bearer
 from conveyor.server.settings import ServerSettings
 from conveyor.server.state import ServerState
 
@@ -78,5 +78,6 @@ def create_server(app: App, settings: ServerSettings | None = None) -> FastAPI:
     server.add_middleware(
         BearerAuth, token=settings.token, token_for_reads=settings.token_for_reads
     )
-    mount_console(server, app, settings)  # last: browsers log in instead of sending the token
+    mount_console(server, app, settings)  # browsers log in instead of sending the token
+    server.add_middleware(TrustedHosts, hosts=settings.trusted_hosts)  # first of all
     return server

@@ -82,6 +82,48 @@ class BearerAuth:
         return "the API token is wrong"
 
 
+def _host_name(authority: str) -> str:
+    """``example.org:8000`` -> ``example.org``; ``[::1]:8000`` -> ``::1``."""
+    authority = authority.strip().lower()
+    if authority.startswith("["):
+        return authority[1:].partition("]")[0]
+    return authority.rpartition(":")[0] if authority.count(":") == 1 else authority
+
+
+class TrustedHosts:
+    """400 for a Host the server does not answer to, and 403 for a mutating request a web
+    page of another origin sent: together they keep a page elsewhere from driving a server
+    on loopback (DNS rebinding, forms posted across sites), with or without a token."""
+
+    def __init__(self, app: ASGIApp, *, hosts: frozenset[str] | None) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = (_header(scope, b"host") or b"").decode("latin-1")
+        if self.hosts is not None and _host_name(host) not in self.hosts:
+            await send_error(
+                send,
+                400,
+                "BadHost",
+                f"this server does not answer to the host {host[:100]!r}; add it to "
+                "CONVEYOR_ALLOWED_HOSTS (or --allowed-host) if it is one of its names",
+            )
+            return
+        origin = _header(scope, b"origin")
+        if scope.get("method", "GET") not in SAFE_METHODS and origin is not None:
+            scheme, _, authority = origin.decode("latin-1").partition("://")
+            if authority.lower() != host.lower() or scheme not in ("http", "https"):
+                await send_error(
+                    send, 403, "Forbidden", "a request from another origin may not change data"
+                )
+                return
+        await self.app(scope, receive, send)
+
+
 class _TooLarge(Exception):
     pass
 

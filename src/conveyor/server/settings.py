@@ -17,6 +17,8 @@ from conveyor.errors import ConfigError
 
 TOKEN_ENV = "CONVEYOR_API_TOKEN"
 MAX_BODY_ENV = "CONVEYOR_API_MAX_BODY_BYTES"
+ALLOWED_HOSTS_ENV = "CONVEYOR_ALLOWED_HOSTS"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 ALERT_ENV_PREFIX = "CONVEYOR_ALERT_"
 
 
@@ -88,6 +90,10 @@ class ServerSettings:
             whichever server on it took the sample first.
         duration_buckets: upper bounds (seconds) of the job duration histogram.
         alerts: thresholds of /health.
+        allowed_hosts: the names the server answers to (the Host header; a port is
+            ignored). On loopback, by default only loopback names, so that a web page
+            elsewhere cannot reach the server through DNS rebinding; beyond loopback, by
+            default any (every request needs the token there).
     """
 
     host: str = "127.0.0.1"
@@ -99,6 +105,7 @@ class ServerSettings:
     sample_interval: float = 5.0
     duration_buckets: tuple[float, ...] = DURATION_BUCKETS
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
+    allowed_hosts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.token is not None and not self.token.strip():
@@ -117,6 +124,15 @@ class ServerSettings:
     @property
     def loopback(self) -> bool:
         return is_loopback(self.host)
+
+    @property
+    def trusted_hosts(self) -> frozenset[str] | None:
+        """The Host names requests may carry (lower case, no port); None: any."""
+        if self.allowed_hosts is not None:
+            return frozenset(name.strip().lower().strip("[]") for name in self.allowed_hosts)
+        if self.loopback:
+            return frozenset({*LOOPBACK_NAMES, self.host.lower().strip("[]")})
+        return None
 
     @property
     def token_for_reads(self) -> bool:
@@ -146,6 +162,10 @@ class ServerSettings:
             given["token"] = read_token_file(token_file)
         elif environ.get(TOKEN_ENV):
             given["token"] = environ[TOKEN_ENV].strip()
+        if "allowed_hosts" not in given and environ.get(ALLOWED_HOSTS_ENV):
+            given["allowed_hosts"] = tuple(
+                name for name in environ[ALLOWED_HOSTS_ENV].split(",") if name.strip()
+            )
         if "max_body_bytes" not in given and MAX_BODY_ENV in environ:
             given["max_body_bytes"] = _number(environ[MAX_BODY_ENV], MAX_BODY_ENV, True)
         return replace(cls(**given), alerts=AlertThresholds.from_env(environ, alerts))
