@@ -3,6 +3,9 @@ every form, open pages without a token, response headers, and how it is mounted.
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -78,12 +81,23 @@ async def test_a_wrong_token_or_a_forged_login_form_is_refused(app: App) -> None
         assert SESSION_COOKIE not in client.cookies
 
 
-async def test_logins_are_throttled_after_repeated_wrong_tokens(app: App) -> None:
-    async with console(app) as client:
+async def test_a_guessing_client_is_slowed_alone_and_the_right_token_always_logs_in(
+    app: App,
+) -> None:
+    server = create_server(app, ServerSettings(token=TOKEN, cache_seconds=0.0))
+
+    def client_at(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=server, client=(address, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://localhost")
+
+    async with client_at("10.0.0.66") as guesser, client_at("10.0.0.7") as colleague:
         for _ in range(10):
-            assert (await login(client, "guess")).status_code == 401
-        assert (await login(client, "guess")).status_code == 429
-        assert (await login(client)).status_code == 429
+            assert (await login(guesser, "guess")).status_code == 401
+        started = time.monotonic()
+        assert (await login(guesser, "guess")).status_code == 429
+        assert time.monotonic() - started >= 0.5, "a slowed client's try was not slowed"
+        assert (await login(colleague)).status_code == 303  # another client: not slowed
+        assert (await login(guesser)).status_code == 303  # the right token: never refused
 
 
 async def test_login_only_returns_to_paths_on_this_server(app: App) -> None:

@@ -89,15 +89,17 @@ async def login(request: Request) -> Response:
         )
     if not console.needs_login:
         return see_other("/")
-    wait = console.throttle.blocked_for()
-    if wait > 0:
-        message = f"Too many wrong tokens; try again in {wait:.0f} s."
-        return login_form(request, first(fields, "next"), error=message, status=429)
-    if not same(first(fields, "token"), console.settings.token):
-        console.throttle.failed()
-        error = "That is not the server's token."
-        return login_form(request, first(fields, "next"), error=error, status=401)
-    console.throttle.succeeded()
+    client = request.client.host if request.client else "unknown"
+    slowed = console.throttle.pause_for(client) > 0
+    async with console.throttle.turn(client):
+        if not same(first(fields, "token"), console.settings.token):
+            console.throttle.failed(client)
+            if slowed:
+                error = "Too many wrong tokens: each try from here now waits a little longer."
+                return login_form(request, first(fields, "next"), error=error, status=429)
+            error = "That is not the server's token."
+            return login_form(request, first(fields, "next"), error=error, status=401)
+        console.throttle.succeeded(client)
     console.sessions.end(request.cookies.get(SESSION_COOKIE))
     session = console.sessions.create()
     response = see_other(safe_next(first(fields, "next")))

@@ -12,10 +12,13 @@ with the form (the double-submit pattern).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 SESSION_COOKIE = "conveyor_console"
@@ -125,25 +128,53 @@ class Sessions:
 
 
 class LoginThrottle:
-    """Refuses logins for a while after ``failures`` wrong tokens within ``window`` seconds.
+    """Slows a client down after ``failures`` wrong tokens within ``window`` seconds.
 
-    Counted for the whole server, not per address: behind a proxy every client has the
-    proxy's address, and a guesser can change addresses cheaply.
+    Counted per client address, so that one guesser does not lock everyone else out. A
+    slowed client's attempts are taken one at a time, each after a pause that grows with
+    its failures (up to ``longest_pause``): guessing gets slow, while the right token is
+    still accepted, never refused.
     """
 
-    def __init__(self, failures: int = 10, window: float = 60.0) -> None:
+    def __init__(
+        self,
+        failures: int = 10,
+        window: float = 60.0,
+        longest_pause: float = 5.0,
+        clients: int = 10_000,
+    ) -> None:
         self.failures = failures
         self.window = window
-        self._times: deque[float] = deque(maxlen=failures)
+        self.longest_pause = longest_pause
+        self.clients = clients
+        self._failed: OrderedDict[str, deque[float]] = OrderedDict()
+        self._turns: dict[str, asyncio.Lock] = {}
 
-    def blocked_for(self) -> float:
-        """Seconds until another attempt is accepted (0: now)."""
-        if len(self._times) < self.failures:
-            return 0.0
-        return max(0.0, self._times[0] + self.window - time.monotonic())
+    def pause_for(self, client: str) -> float:
+        """Seconds this client's next attempt waits before it is checked (0: none)."""
+        now = time.monotonic()
+        recent = [t for t in self._failed.get(client, ()) if now - t < self.window]
+        excess = len(recent) - self.failures + 1
+        return 0.0 if excess <= 0 else min(self.longest_pause, 0.5 * excess)
 
-    def failed(self) -> None:
-        self._times.append(time.monotonic())
+    @asynccontextmanager
+    async def turn(self, client: str) -> AsyncIterator[None]:
+        """One attempt of ``client`` at a time, after its pause."""
+        lock = self._turns.setdefault(client, asyncio.Lock())
+        try:
+            async with lock:
+                await asyncio.sleep(self.pause_for(client))
+                yield
+        finally:
+            if not lock.locked() and self._turns.get(client) is lock:
+                del self._turns[client]
 
-    def succeeded(self) -> None:
-        self._times.clear()
+    def failed(self, client: str) -> None:
+        times = self._failed.pop(client, None) or deque(maxlen=self.failures * 4)
+        times.append(time.monotonic())
+        self._failed[client] = times
+        while len(self._failed) > self.clients:
+            self._failed.popitem(last=False)
+
+    def succeeded(self, client: str) -> None:
+        self._failed.pop(client, None)
