@@ -8,6 +8,7 @@ ConfigError listing the valid ones, so a typo never passes silently.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -56,6 +57,15 @@ def mask_url(url: str) -> str:
     user = parts.username or ""
     host = parts.netloc.rpartition("@")[2]
     return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+_PASSWORD_IN_URL = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@'\"]*):[^\s@'\"/]*@")
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``: the last guard of
+    what a command prints, whatever put a URL into the message."""
+    return _PASSWORD_IN_URL.sub(r"\1:***@", text)
 
 
 def options_from_query(options_type: type[T], query: Mapping[str, str]) -> T:

@@ -265,3 +265,20 @@ def test_spec_objects_in_json_are_plain(cli: Cli) -> None:
     assert cli("exchanges", "list", "alt", "--json").json() == [
         {"name": "alt", "type": "fanout", "bindings": 0, "unroutable": 0}
     ]
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ("queues", "list", "--broker", "sqlite://user:SENTINEL-PW@/tmp/x.db"),
+        ("queues", "list", "--broker", "memory://user:SENTINEL-PW@x"),
+        ("queues", "list", "--broker", "redis://:SENTINEL-PW@127.0.0.1:1/0"),
+        ("queues", "list", "--broker", "amqp://u:SENTINEL-PW@127.0.0.1:1/"),
+        ("worker", "no.such:app", "--broker", "redis://:SENTINEL-PW@127.0.0.1:1/0"),
+    ],
+)
+def test_a_failing_command_never_prints_the_brokers_password(arguments: tuple[str, ...]) -> None:
+    result = conveyor(*arguments)
+    assert result.code != 0
+    assert "SENTINEL-PW" not in result.out + result.err
+    assert "***" in result.err

@@ -7,7 +7,7 @@ import pytest
 from conveyor import Durability, open_broker
 from conveyor.brokers.embedded import EmbeddedOptions
 from conveyor.errors import ConfigError
-from conveyor.settings import BrokerURL, options_from_query
+from conveyor.settings import BrokerURL, mask_secrets, options_from_query
 
 
 def test_url_query_options_are_converted_to_their_types() -> None:
@@ -65,3 +65,13 @@ def test_sqlite_url_paths_follow_the_three_and_four_slash_convention(
     assert relative.path == str(tmp_path / "rel" / "x.db")  # type: ignore[attr-defined]
     assert relative.location == f"sqlite:///{tmp_path / 'rel' / 'x.db'}"
     assert open_broker("sqlite:////abs/x.db").path == "/abs/x.db"  # type: ignore[attr-defined]
+
+
+def test_mask_secrets_hides_the_password_of_every_url_in_a_text() -> None:
+    text = "--broker redis://:pw1@h:6379/0 and 'amqp://user:pw2@h/vhost' but not a:b@c"
+    masked = mask_secrets(text)
+    assert "pw1" not in masked
+    assert "pw2" not in masked
+    assert "redis://:***@h:6379/0" in masked
+    assert "amqp://user:***@h/vhost" in masked
+    assert masked.endswith("not a:b@c")

@@ -17,6 +17,7 @@ from typing import NoReturn
 from conveyor.app import App
 from conveyor.cli.common import UsageError
 from conveyor.errors import ConfigError, ConveyorError
+from conveyor.settings import mask_secrets
 from conveyor.version import __version__
 
 # Each module under conveyor.cli with an ``add_parser(commands)``, in the order of --help.
@@ -79,7 +80,7 @@ class Parser(argparse.ArgumentParser):
     """argparse, with usage errors on one line: ``conveyor: error: ... (see ... --help)``."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"conveyor: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"conveyor: error: {mask_secrets(message)} (see {self.prog} --help)\n")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -120,10 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         if arguments.debug:
             raise
-        print(f"conveyor: error: {error}", file=sys.stderr)
+        print(f"conveyor: error: {mask_secrets(str(error))}", file=sys.stderr)
         return 2
     except ConveyorError as error:
         if arguments.debug:
             raise
-        print(f"conveyor: error: {error}", file=sys.stderr)
+        print(f"conveyor: error: {mask_secrets(str(error))}", file=sys.stderr)
         return 1

@@ -49,7 +49,7 @@ from conveyor.brokers.types import (
 from conveyor.brokers.types import seconds as as_seconds
 from conveyor.errors import BrokerUnavailable, ConfigError, ConveyorError, LeaseLost
 from conveyor.message import Message
-from conveyor.settings import BrokerURL, options_from_query
+from conveyor.settings import BrokerURL, mask_url, options_from_query
 
 T = TypeVar("T")
 
@@ -108,7 +108,7 @@ class EmbeddedBroker(StreamMethods, Broker):
         directory once, here, so that a later chdir cannot move the store."""
         if url.netloc or not url.path.lstrip("/"):
             raise ConfigError(
-                f"{self.url!r} names no file: use sqlite:///relative/path.db or "
+                f"{mask_url(self.url)!r} names no file: use sqlite:///relative/path.db or "
                 "sqlite:////absolute/path.db"
             )
         return os.path.abspath(url.path[1:])
@@ -510,7 +510,7 @@ class MemoryBroker(EmbeddedBroker):
 
     def _path(self, url: BrokerURL) -> str | None:
         if url.netloc or url.path.strip("/"):
-            raise ConfigError(f"{self.url!r}: memory:// takes no path")
+            raise ConfigError(f"{mask_url(self.url)!r}: memory:// takes no path")
         return None
 
     @property
