@@ -142,7 +142,7 @@ class _Child:
 PARENT_CHECK_INTERVAL = 0.5
 
 
-def exit_with_parent(parent: int) -> None:
+def _exit_with_parent(parent: int) -> None:
     """Leave the process at once when ``parent`` is no longer its parent (it died: a SIGKILL
     gives it no chance to stop its children), even in the middle of a task."""
     while os.getppid() == parent:
@@ -153,7 +153,7 @@ def exit_with_parent(parent: int) -> None:
 def _child_main(connection: Connection) -> None:
     """A child's loop: import the task, decode its arguments, run it, send back the outcome."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     while True:
         try:
             module, qualname, payload = connection.recv()
